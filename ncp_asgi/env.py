@@ -1,0 +1,94 @@
+"""Read deployment settings from the environment (no third-party parser needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no).")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def database_from_url(url: str, base_dir: Path) -> dict:
+    """Turn ``postgres://user:pw@host:port/name`` or ``sqlite:///path`` into a DATABASES entry."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    options = dict(parse_qsl(parts.query))
+    if scheme in {"postgres", "postgresql", "pgsql"}:
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            "CONN_MAX_AGE": int(options.pop("conn_max_age", "0")),
+            "OPTIONS": options,
+        }
+    if scheme == "sqlite":
+        # sqlite:////abs/path.sqlite3 is absolute; sqlite:///rel/path is relative to the project.
+        path = unquote(parts.path)[1:]
+        if not path:
+            return sqlite_database(base_dir / "var" / "db.sqlite3")
+        return sqlite_database(Path(path) if Path(path).is_absolute() else base_dir / path)
+    raise ImproperlyConfigured(
+        f"DATABASE_URL scheme {scheme!r} is not supported: use postgres://... or sqlite:///path."
+    )
+
+
+def sqlite_database(path: Path) -> dict:
+    """SQLite tuned for concurrent requests.
+
+    IMMEDIATE transactions take the write lock at BEGIN, so the patient-data guard's
+    read-compare-write sequence cannot interleave with a cleanup (see patient_data.guard).
+    """
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        "TEST": {"NAME": path.with_name(path.stem + "-test.sqlite3")},
+    }
+
+
+def packaged_bootstrap_dir() -> Path | None:
+    """Where XStatic-Bootstrap keeps its css/js, found without importing the package.
+
+    Importing ``xstatic`` pulls in ``pkg_resources``; reading the distribution's file list
+    does not.
+    """
+    from importlib import metadata
+
+    try:
+        files = metadata.files("XStatic-Bootstrap") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name == "bootstrap.min.css":
+            return Path(entry.locate()).parent.parent
+    return None

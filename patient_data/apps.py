@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class PatientDataConfig(AppConfig):
+    name = "patient_data"
+    verbose_name = "Patient session protection"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_out
+
+        from patient_data import checks  # noqa: F401  (registers the system checks)
+        from patient_data.cleanup import on_user_logged_out
+
+        user_logged_out.connect(on_user_logged_out, dispatch_uid="patient_data.logout")

@@ -1,0 +1,132 @@
+"""System checks: misconfigurations of the patient-session protection fail at start-up."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from patient_data.conf import conf
+from patient_data.registry import META_KEY
+
+SECURITY = "patient_data.middleware.patient_session_security.PatientSessionSecurityMiddleware"
+CLEANUP = "patient_data.middleware.patient_session_security.PatientSessionCleanupMiddleware"
+SESSION_MW = "django.contrib.sessions.middleware.SessionMiddleware"
+AUTH_MW = "django.contrib.auth.middleware.AuthenticationMiddleware"
+GUARDED_ENGINES = {
+    f"patient_data.sessions.{name}"
+    for name in ("db", "cached_db", "cache", "file", "signed_cookies")
+}
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and value > 0
+
+
+@register(Tags.security)
+def check_timeouts(app_configs=None, **kwargs) -> list:
+    errors = []
+    for name, check_id in (
+        ("PATIENT_SESSION_TIMEOUT", "patient_data.E001"),
+        ("PATIENT_MAX_INACTIVE_TIME", "patient_data.E002"),
+        ("PATIENT_SESSION_MAX_AGE", "patient_data.E003"),
+    ):
+        if not _positive(getattr(conf, name)):
+            errors.append(Error(f"{name} must be a positive number of minutes.", id=check_id))
+    if errors:
+        return errors
+    if conf.PATIENT_MAX_INACTIVE_TIME < conf.PATIENT_SESSION_TIMEOUT:
+        errors.append(
+            Error(
+                "PATIENT_MAX_INACTIVE_TIME is below PATIENT_SESSION_TIMEOUT: the session would "
+                "end before its patient data times out.",
+                hint="Set PATIENT_MAX_INACTIVE_TIME >= PATIENT_SESSION_TIMEOUT.",
+                id="patient_data.E004",
+            )
+        )
+    interval = conf.PATIENT_ACTIVITY_WRITE_INTERVAL
+    if not (isinstance(interval, Real) and 0 <= interval < conf.PATIENT_SESSION_TIMEOUT * 60):
+        errors.append(
+            Error(
+                "PATIENT_ACTIVITY_WRITE_INTERVAL must be >= 0 seconds and shorter than "
+                "PATIENT_SESSION_TIMEOUT.",
+                id="patient_data.E005",
+            )
+        )
+    return errors
+
+
+@register(Tags.security)
+def check_middleware(app_configs=None, **kwargs) -> list:
+    middleware = list(settings.MIDDLEWARE)
+    errors = []
+    for name, check_id in ((SECURITY, "patient_data.E006"), (CLEANUP, "patient_data.E007")):
+        if name not in middleware:
+            errors.append(Error(f"{name} is missing from MIDDLEWARE.", id=check_id))
+            continue
+        for required in (SESSION_MW, AUTH_MW):
+            if required not in middleware or middleware.index(required) > middleware.index(name):
+                errors.append(
+                    Error(
+                        f"{name.rsplit('.', 1)[1]} must come after {required} in MIDDLEWARE.",
+                        id="patient_data.E008",
+                    )
+                )
+    return errors
+
+
+@register(Tags.security)
+def check_registry(app_configs=None, **kwargs) -> list:
+    errors = []
+    for key in conf.PATIENT_SESSION_KEYS:
+        if not isinstance(key, str) or not key or key == META_KEY:
+            errors.append(
+                Error(f"PATIENT_SESSION_KEYS holds an invalid key: {key!r}.", id="patient_data.E009")
+            )
+    for prefix in conf.PATIENT_SESSION_KEY_PREFIXES:
+        if not isinstance(prefix, str) or len(prefix) < 3 or META_KEY.startswith(prefix):
+            errors.append(
+                Error(
+                    f"PATIENT_SESSION_KEY_PREFIXES holds an unusable prefix: {prefix!r}.",
+                    hint="A prefix needs at least 3 characters and may not cover internal keys.",
+                    id="patient_data.E010",
+                )
+            )
+    return errors
+
+
+@register(Tags.security)
+def check_sessions(app_configs=None, **kwargs) -> list:
+    warnings = []
+    if settings.SESSION_ENGINE not in GUARDED_ENGINES:
+        warnings.append(
+            Warning(
+                f"SESSION_ENGINE {settings.SESSION_ENGINE!r} has no no-resurrection guard: a "
+                "request that started before a cleanup can write patient data back.",
+                hint="Use one of patient_data.sessions.{db,cached_db,cache,file,signed_cookies}.",
+                id="patient_data.W001",
+            )
+        )
+    if getattr(settings, "SESSION_SAVE_EVERY_REQUEST", False):
+        warnings.append(
+            Warning(
+                "SESSION_SAVE_EVERY_REQUEST rewrites every session on every request; activity "
+                "is already recorded at most once per PATIENT_ACTIVITY_WRITE_INTERVAL.",
+                id="patient_data.W002",
+            )
+        )
+    for alias, database in settings.DATABASES.items():
+        options = database.get("OPTIONS", {})
+        if database.get("ENGINE", "").endswith("sqlite3") and (
+            str(options.get("transaction_mode", "")).upper() not in {"IMMEDIATE", "EXCLUSIVE"}
+        ):
+            warnings.append(
+                Warning(
+                    f"SQLite database {alias!r} does not use IMMEDIATE transactions: the "
+                    "cleanup-generation lock cannot serialise concurrent writers.",
+                    hint="Set OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
+                    id="patient_data.W003",
+                )
+            )
+    return warnings

@@ -1,0 +1,96 @@
+"""The one settings object for patient-session protection.
+
+Nothing else in the project reads ``django.conf.settings`` for these options, so tests can
+``override_settings`` and every default is visible here.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+DEFAULT_PATIENT_SESSION_KEYS: tuple[str, ...] = (
+    "current_patient_id",
+    "patient_demographics",
+    "patient_identifiers",
+    "patient_summary",
+    "patient_medications",
+    "patient_allergies",
+    "patient_problems",
+    "patient_search_results",
+    "prefill_search_form",
+    "uploaded_cda_documents",
+)
+DEFAULT_PATIENT_SESSION_KEY_PREFIXES: tuple[str, ...] = (
+    "patient_cda_",
+    "patient_document_",
+)
+
+
+class Settings:
+    """Each property reads ``settings.NAME`` with the default given here."""
+
+    @property
+    def PATIENT_SESSION_TIMEOUT(self) -> float:
+        """Minutes of inactivity after which patient data is cleared."""
+        return getattr(settings, "PATIENT_SESSION_TIMEOUT", 30)
+
+    @property
+    def PATIENT_MAX_INACTIVE_TIME(self) -> float:
+        """Minutes of inactivity after which the whole session ends (logout)."""
+        return getattr(settings, "PATIENT_MAX_INACTIVE_TIME", 60)
+
+    @property
+    def PATIENT_SESSION_MAX_AGE(self) -> float:
+        """Absolute lifetime of patient data in minutes, whatever the activity."""
+        return getattr(settings, "PATIENT_SESSION_MAX_AGE", 12 * 60)
+
+    @property
+    def PATIENT_ACTIVITY_WRITE_INTERVAL(self) -> float:
+        """Seconds between two writes of the activity stamp of one session."""
+        return getattr(settings, "PATIENT_ACTIVITY_WRITE_INTERVAL", 15)
+
+    @property
+    def PATIENT_SESSION_KEYS(self) -> tuple[str, ...]:
+        """Exact session keys holding patient data: the defaults plus the setting."""
+        extra = tuple(getattr(settings, "PATIENT_SESSION_KEYS", ()))
+        return DEFAULT_PATIENT_SESSION_KEYS + extra
+
+    @property
+    def PATIENT_SESSION_KEY_PREFIXES(self) -> tuple[str, ...]:
+        """Session key prefixes holding patient data: the defaults plus the setting."""
+        extra = tuple(getattr(settings, "PATIENT_SESSION_KEY_PREFIXES", ()))
+        return DEFAULT_PATIENT_SESSION_KEY_PREFIXES + extra
+
+    @property
+    def PATIENT_SESSION_HASH_KEY(self) -> str:
+        """Secret for the keyed hash of session keys in logs, audit rows and events."""
+        return getattr(settings, "PATIENT_SESSION_HASH_KEY", None) or settings.SECRET_KEY
+
+    @property
+    def PATIENT_PASSIVE_PATH_PREFIXES(self) -> tuple[str, ...]:
+        """Path prefixes whose requests never count as user activity (static files...)."""
+        default = (settings.STATIC_URL,) if getattr(settings, "STATIC_URL", None) else ()
+        return tuple(getattr(settings, "PATIENT_PASSIVE_PATH_PREFIXES", default))
+
+    @property
+    def PATIENT_CLEAR_SITE_DATA(self) -> bool:
+        """Send Clear-Site-Data on cleanup responses (defence in depth, HTTPS only)."""
+        return getattr(settings, "PATIENT_CLEAR_SITE_DATA", True)
+
+    @property
+    def PATIENT_EVENT_GROUP(self) -> str:
+        """Channel-layer group the cleanup service publishes its events to."""
+        return getattr(settings, "PATIENT_EVENT_GROUP", "patient-session-events")
+
+    @property
+    def PATIENT_EVENT_PUBLISH_TIMEOUT(self) -> float:
+        """Seconds a publish may take before the live view is given up for that event."""
+        return getattr(settings, "PATIENT_EVENT_PUBLISH_TIMEOUT", 0.5)
+
+    @property
+    def PATIENT_EPOCH_CACHE_SECONDS(self) -> float:
+        """How long a process trusts its copy of the patient-data epoch."""
+        return getattr(settings, "PATIENT_EPOCH_CACHE_SECONDS", 2)
+
+
+conf = Settings()

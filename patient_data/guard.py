@@ -1,0 +1,93 @@
+"""No resurrection: a request that loaded the session before a cleanup cannot write it back.
+
+Django saves the whole session blob and the last write wins. Every cleanup therefore bumps
+a per-session *generation* (a row keyed by the random ``ref`` in the session's bookkeeping)
+and writes the cleaned blob while holding that row locked. Every save of a blob that still
+carries patient data takes the same lock and compares the blob's generation with the row:
+a stale blob loses its patient keys (and keeps everything else) before it is written.
+
+The lock is ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite, IMMEDIATE transactions
+(see ``ncp_asgi.env.sqlite_database``) serialise writers. Sessions without patient data never
+touch this module's tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import IntegrityError, router, transaction
+
+from patient_data import meta as session_meta
+from patient_data.models import PatientSessionState
+from patient_data.registry import META_KEY, get_registry
+
+logger = logging.getLogger("patient_data.guard")
+
+
+@contextmanager
+def locked_state(ref: str) -> Iterator[PatientSessionState]:
+    """The generation row for ``ref``, created if missing, locked until the block ends."""
+    using = router.db_for_write(PatientSessionState)
+    with transaction.atomic(using=using):
+        rows = PatientSessionState.objects.using(using).select_for_update()
+        try:
+            state = rows.get(ref=ref)
+        except PatientSessionState.DoesNotExist:
+            try:
+                with transaction.atomic(using=using):
+                    state = PatientSessionState.objects.using(using).create(ref=ref)
+            except IntegrityError:
+                state = rows.get(ref=ref)
+        yield state
+
+
+def current_generation(ref: str) -> int:
+    found = PatientSessionState.objects.filter(ref=ref).values_list("generation", flat=True)
+    return found.first() or 0
+
+
+async def acurrent_generation(ref: str) -> int:
+    found = PatientSessionState.objects.filter(ref=ref).values_list("generation", flat=True)
+    return await found.afirst() or 0
+
+
+def strip_stale(data: dict[str, Any], generation: int) -> int:
+    """Drop patient keys from ``data`` whose generation is older than ``generation``."""
+    info = session_meta.read(data)
+    if info.get("gen", 0) == generation:
+        return 0
+    stale = get_registry().patient_keys(list(data))
+    for key in stale:
+        del data[key]
+    data[META_KEY] = session_meta.after_cleanup(info, generation)
+    if stale:
+        logger.info(
+            "Dropped %d patient data items a concurrent request tried to write back "
+            "after a cleanup.",
+            len(stale),
+        )
+    return len(stale)
+
+
+def guarded_save(data: dict[str, Any], save: Callable[[], Any]) -> Any:
+    """Run ``save`` for a session whose in-memory blob is ``data``, guarded if it needs it."""
+    ref = session_meta.read(data).get("ref")
+    if ref is None or not get_registry().patient_keys(list(data)):
+        return save()
+    with locked_state(ref) as state:
+        strip_stale(data, state.generation)
+        return save()
+
+
+def bump_and_save(data: dict[str, Any], save: Callable[[], Any]) -> int:
+    """Start a new generation for the session in ``data`` and persist the (cleaned) blob."""
+    info = session_meta.with_ref(session_meta.read(data))
+    with locked_state(info["ref"]) as state:
+        state.generation += 1
+        state.save(update_fields=["generation", "updated_at"])
+        data[META_KEY] = session_meta.after_cleanup(info, state.generation)
+        save()
+    return state.generation

@@ -1,0 +1,100 @@
+"""Persistent state of the patient-session protection, and the demo portal's patients."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class AppendOnlyError(PermissionError):
+    """The audit trail cannot be changed or deleted from the application."""
+
+
+class CleanupEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Cleanup events are append-only.")
+
+    def delete(self):
+        raise AppendOnlyError("Cleanup events are append-only.")
+
+    async def aupdate(self, **kwargs):
+        raise AppendOnlyError("Cleanup events are append-only.")
+
+    async def adelete(self):
+        raise AppendOnlyError("Cleanup events are append-only.")
+
+
+class CleanupEvent(models.Model):
+    """One cleanup of patient data or end of a session: counts and names, never values."""
+
+    class Action(models.TextChoices):
+        CLEAR_PATIENT_DATA = "clear_patient_data", "Patient data cleared"
+        END_SESSION = "end_session", "Session ended"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    reason = models.CharField(max_length=64, db_index=True)
+    source = models.CharField(max_length=32, db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    session_ref = models.CharField(
+        max_length=64, db_index=True, help_text="Keyed hash of the session key."
+    )
+    items_cleared = models.PositiveIntegerField(default=0)
+    keys = models.JSONField(default=list, help_text="Registry entries cleared (names only).")
+
+    objects = CleanupEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "patient session cleanup event"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.reason} ({self.source})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Cleanup events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Cleanup events are append-only.")
+
+
+class PatientSessionState(models.Model):
+    """Cleanup generation of one session's patient data (see patient_data.guard).
+
+    Keyed by the random reference kept in the session's bookkeeping, not by the session key,
+    so it survives key rotation and also covers signed-cookie sessions.
+    """
+
+    ref = models.CharField(max_length=64, primary_key=True)
+    generation = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class PatientDataEpoch(models.Model):
+    """A server-wide counter: patient data stamped with an older epoch is void.
+
+    Advancing it (start-up cleanup, bulk cleanup of signed-cookie sessions) voids all
+    patient data at once, before any stored session has been touched.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.PositiveBigIntegerField(default=0)
+    advanced_at = models.DateTimeField(auto_now=True)
+
+
+class DemoPatient(models.Model):
+    """A synthetic patient of the demo portal. Every value is generated, none is real."""
+
+    patient_id = models.CharField(max_length=32, unique=True)
+    given_name = models.CharField(max_length=64)
+    family_name = models.CharField(max_length=64)
+    birth_date = models.DateField()
+    country = models.CharField(max_length=2)
+    summary = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["family_name", "given_name"]
+
+    def __str__(self) -> str:
+        return self.patient_id

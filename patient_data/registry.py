@@ -1,0 +1,65 @@
+"""What patient data is: session keys registered by exact name or declared prefix.
+
+Nothing is found by substring. A key either is registered or it is not patient data;
+everything the project stores about a patient goes through ``patient_data.patient_session``,
+which refuses unregistered keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from patient_data.conf import conf
+
+# Bookkeeping kept in the session next to the patient data: never patient data itself.
+META_KEY = "_patient_meta"
+
+
+class UnregisteredPatientKey(KeyError):
+    """A patient value was offered under a key the registry does not know."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    keys: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    def entry_for(self, key: str) -> str | None:
+        """The registry entry covering ``key``: the key itself, ``prefix*``, or None.
+
+        Audit rows and logs carry entries, never the full key: a prefixed key may embed
+        a patient identifier (``patient_cda_<id>``).
+        """
+        if key in self.keys:
+            return key
+        for prefix in self.prefixes:
+            if key.startswith(prefix):
+                return prefix + "*"
+        return None
+
+    def is_patient_key(self, key: str) -> bool:
+        return key in self.keys or key.startswith(self.prefixes)
+
+    def patient_keys(self, keys: Iterable[str]) -> list[str]:
+        """The keys among ``keys`` that hold patient data."""
+        return [key for key in keys if key in self.keys or key.startswith(self.prefixes)]
+
+    def entries(self, keys: Iterable[str]) -> list[str]:
+        """Sorted, de-duplicated registry entries for the patient keys among ``keys``."""
+        found = {self.entry_for(key) for key in keys}
+        found.discard(None)
+        return sorted(found)  # type: ignore[arg-type]
+
+
+_cache: tuple[tuple, Registry] | None = None
+
+
+def get_registry() -> Registry:
+    """The registry for the current settings (rebuilt when the settings change)."""
+    global _cache
+    signature = (conf.PATIENT_SESSION_KEYS, conf.PATIENT_SESSION_KEY_PREFIXES)
+    if _cache is None or _cache[0] != signature:
+        keys, prefixes = signature
+        _cache = (signature, Registry(frozenset(keys), tuple(prefixes)))
+    return _cache[1]

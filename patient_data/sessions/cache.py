@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.contrib.sessions.backends.cache import SessionStore as DjangoSessionStore
+
+from patient_data.sessions.base import GuardedSessionMixin
+
+
+class SessionStore(GuardedSessionMixin, DjangoSessionStore):
+    """Django's ``cache`` session store with the no-resurrection guard.""" 

@@ -1,0 +1,134 @@
+"""The cleanup HTTP API. CSRF is enforced: another site cannot clear or log anyone out.
+
+Every response is JSON; errors carry a stable ``error`` code, never exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import wraps
+
+from django.http import HttpRequest, JsonResponse
+from django.views.csrf import csrf_failure as django_csrf_failure
+
+from patient_data import cleanup
+from patient_data import meta as session_meta
+from patient_data.conf import conf
+from patient_data.decorators import passive_activity
+from patient_data.refs import session_ref
+from patient_data.registry import get_registry
+
+logger = logging.getLogger("patient_data.middleware.patient_session_security")
+
+CLEAR_SITE_DATA_PATIENT = '"cache", "storage"'
+CLEAR_SITE_DATA_EMERGENCY = '"cache", "cookies", "storage"'
+
+
+def error(code: str, status: int, message: str) -> JsonResponse:
+    return JsonResponse({"success": False, "error": code, "message": message}, status=status)
+
+
+def json_method(*methods: str) -> Callable:
+    """Only ``methods``; anything else gets a JSON 405 with an Allow header."""
+
+    def decorator(view):
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs):
+            if request.method not in methods:
+                response = error(
+                    "method_not_allowed", 405, f"Use {' or '.join(methods)} for this endpoint."
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                return await view(request, *args, **kwargs)
+            except Exception as exc:
+                # The type only: an exception's text may quote session content.
+                logger.error(
+                    "Cleanup request failed (%s) for session %s.",
+                    type(exc).__name__,
+                    session_ref(request.session.session_key),
+                )
+                return error("cleanup_failed", 500, "The cleanup could not be completed.")
+
+        return wrapper
+
+    return decorator
+
+
+def _with_clear_site_data(response: JsonResponse, value: str) -> JsonResponse:
+    if conf.PATIENT_CLEAR_SITE_DATA:
+        response["Clear-Site-Data"] = value
+    return response
+
+
+async def _username(request: HttpRequest) -> str:
+    user = await request.auser()
+    return user.get_username() if user.is_authenticated else "anonymous"
+
+
+@json_method("POST")
+async def clear_patient_session(request: HttpRequest) -> JsonResponse:
+    """Clear the patient data of the caller's session."""
+    source = "shortcut" if request.headers.get("X-Cleanup-Trigger") == "shortcut" else "api"
+    items = await cleanup.aclear_patient_session_data(
+        request, reason="manual_cleanup", source=source, actor=await request.auser()
+    )
+    logger.info(
+        "Manual patient session cleanup requested by user %s: %d items cleared",
+        await _username(request),
+        items,
+    )
+    response = JsonResponse({"success": True, "items_cleared": items})
+    return _with_clear_site_data(response, CLEAR_SITE_DATA_PATIENT)
+
+
+@json_method("POST")
+async def emergency_session_cleanup(request: HttpRequest) -> JsonResponse:
+    """End the caller's whole session (patient data and login)."""
+    username = await _username(request)
+    items = await cleanup.aend_session(
+        request, reason="emergency_cleanup", source="api", actor=await request.auser()
+    )
+    logger.warning(
+        "Emergency session cleanup requested by user %s: %d patient data items cleared",
+        username,
+        items,
+    )
+    response = JsonResponse({"success": True, "items_cleared": items})
+    return _with_clear_site_data(response, CLEAR_SITE_DATA_EMERGENCY)
+
+
+@passive_activity
+@json_method("GET")
+async def session_status(request: HttpRequest) -> JsonResponse:
+    """Passive status for the browser widget: never extends the idle timer."""
+    data = dict(await request.session.aitems())
+    keys = get_registry().patient_keys(data)
+    info = session_meta.read(data)
+    user = await request.auser()
+    now = time.time()
+    seen = info.get("seen")
+    idle = now - seen if seen is not None else 0.0
+    body = {
+        "authenticated": user.is_authenticated,
+        "has_patient_data": bool(keys),
+        "items": len(keys),
+        "keys": get_registry().entries(keys),
+        "idle_seconds": round(idle, 1),
+        "timeout_seconds": conf.PATIENT_SESSION_TIMEOUT * 60,
+        "max_inactive_seconds": conf.PATIENT_MAX_INACTIVE_TIME * 60,
+        "seconds_until_timeout": max(0.0, round(conf.PATIENT_SESSION_TIMEOUT * 60 - idle, 1))
+        if keys
+        else None,
+    }
+    return JsonResponse(body)
+
+
+def csrf_failure(request: HttpRequest, reason: str = ""):
+    """JSON for the API (stable code, no internals), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error("csrf_failed", 403, "CSRF verification failed. Reload the page.")
+    return django_csrf_failure(request, reason=reason)

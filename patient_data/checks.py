@@ -82,7 +82,9 @@ def check_registry(app_configs=None, **kwargs) -> list:
     for key in conf.PATIENT_SESSION_KEYS:
         if not isinstance(key, str) or not key or key == META_KEY:
             errors.append(
-                Error(f"PATIENT_SESSION_KEYS holds an invalid key: {key!r}.", id="patient_data.E009")
+                Error(
+                    f"PATIENT_SESSION_KEYS holds an invalid key: {key!r}.", id="patient_data.E009"
+                )
             )
     for prefix in conf.PATIENT_SESSION_KEY_PREFIXES:
         if not isinstance(prefix, str) or len(prefix) < 3 or META_KEY.startswith(prefix):
@@ -116,11 +118,20 @@ def check_sessions(app_configs=None, **kwargs) -> list:
                 id="patient_data.W002",
             )
         )
-    for alias, database in settings.DATABASES.items():
+    warnings.extend(sqlite_warnings(settings.DATABASES))
+    return warnings
+
+
+def sqlite_warnings(databases: dict) -> list:
+    """W003 for each SQLite database whose transactions would not serialise the guard."""
+    warnings = []
+    for alias, database in databases.items():
         options = database.get("OPTIONS", {})
-        if database.get("ENGINE", "").endswith("sqlite3") and (
-            str(options.get("transaction_mode", "")).upper() not in {"IMMEDIATE", "EXCLUSIVE"}
-        ):
+        mode = str(options.get("transaction_mode", "")).upper()
+        if database.get("ENGINE", "").endswith("sqlite3") and mode not in {
+            "IMMEDIATE",
+            "EXCLUSIVE",
+        }:
             warnings.append(
                 Warning(
                     f"SQLite database {alias!r} does not use IMMEDIATE transactions: the "

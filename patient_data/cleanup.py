@@ -65,11 +65,26 @@ def _actor_id(target: Any, actor: Any) -> int | None:
     return None
 
 
-def _strip(session: SessionBase, keys: list[str]) -> list[str]:
-    """Remove ``keys`` from a loaded session; returns the registry entries they belong to."""
-    for key in keys:
-        del session[key]
-    return get_registry().entries(keys)
+def _result(target: Any, action: str, reason: str, source: str, actor: Any, keys: list[str]):
+    return Cleanup(
+        action=action,
+        reason=reason,
+        source=source,
+        items_cleared=len(keys),
+        keys=tuple(get_registry().entries(keys)),
+        session_ref=session_ref(_session_of(target).session_key),
+        actor_id=_actor_id(target, actor),
+    )
+
+
+def _patient_keys(data: dict[str, Any]) -> list[str]:
+    return get_registry().patient_keys(data)
+
+
+def _finish(target: Any, cleanup: Cleanup) -> int:
+    if cleanup.action == CleanupEvent.Action.END_SESSION and not isinstance(target, SessionBase):
+        setattr(target, LOGOUT_RECORDED_FLAG, True)
+    return cleanup.items_cleared
 
 
 def _persist(session: SessionBase) -> None:
@@ -111,17 +126,13 @@ def clear_patient_session_data(
     """Remove every registered patient key from the session; returns how many were removed."""
     session = _session_of(target)
     keys = get_registry().patient_keys(list(session.keys()))
-    entries = _strip(session, keys)
+    for key in keys:
+        del session[key]
     if keys:
         _persist(session)
-    cleanup = Cleanup(
-        action, reason, source, len(keys), tuple(entries), session_ref(session.session_key),
-        _actor_id(target, actor),
-    )
+    cleanup = _result(target, action, reason, source, actor, keys)
     _announce(cleanup)
-    if action == CleanupEvent.Action.END_SESSION and not isinstance(target, SessionBase):
-        setattr(target, LOGOUT_RECORDED_FLAG, True)
-    return len(keys)
+    return _finish(target, cleanup)
 
 
 async def aclear_patient_session_data(
@@ -135,17 +146,13 @@ async def aclear_patient_session_data(
     """Async twin of :func:`clear_patient_session_data`."""
     session = _session_of(target)
     keys = get_registry().patient_keys(list(await session.akeys()))
-    entries = _strip(session, keys)
+    for key in keys:
+        del session[key]  # loaded above: no I/O here
     if keys:
         await sync_to_async(_persist)(session)
-    cleanup = Cleanup(
-        action, reason, source, len(keys), tuple(entries), session_ref(session.session_key),
-        _actor_id(target, actor),
-    )
+    cleanup = _result(target, action, reason, source, actor, keys)
     await _aannounce(cleanup)
-    if action == CleanupEvent.Action.END_SESSION and not isinstance(target, SessionBase):
-        setattr(target, LOGOUT_RECORDED_FLAG, True)
-    return len(keys)
+    return _finish(target, cleanup)
 
 
 def end_session(target: Any, *, reason: str, source: str, actor: Any = None) -> int:
@@ -180,25 +187,16 @@ async def aend_session(target: Any, *, reason: str, source: str, actor: Any = No
     return items
 
 
-def _lost(target: Any, before: dict[str, Any], reason: str, source: str) -> Cleanup:
-    keys = get_registry().patient_keys(before)
-    return Cleanup(
-        CleanupEvent.Action.END_SESSION, reason, source, len(keys),
-        tuple(get_registry().entries(keys)), session_ref(_session_of(target).session_key),
-        _actor_id(target, None),
-    )
-
-
 def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Record a session that was flushed by other code; ``before`` is its earlier content."""
-    cleanup = _lost(target, before, reason, source)
+    cleanup = _result(target, "end_session", reason, source, None, _patient_keys(before))
     _announce(cleanup)
     return cleanup.items_cleared
 
 
 async def arecord_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Async twin of :func:`record_lost`."""
-    cleanup = _lost(target, before, reason, source)
+    cleanup = _result(target, "end_session", reason, source, None, _patient_keys(before))
     await _aannounce(cleanup)
     return cleanup.items_cleared
 
@@ -208,7 +206,10 @@ def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwa
     if request is None or getattr(request, ACTIVE_FLAG, False):
         return
     clear_patient_session_data(
-        request, reason="logout", source="logout", actor=user,
+        request,
+        reason="logout",
+        source="logout",
+        actor=user,
         action=CleanupEvent.Action.END_SESSION,
     )
 

@@ -70,6 +70,9 @@ class PatientSessionState(models.Model):
     generation = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return f"generation {self.generation}"
+
 
 class PatientDataEpoch(models.Model):
     """A server-wide counter: patient data stamped with an older epoch is void.
@@ -81,6 +84,9 @@ class PatientDataEpoch(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     value = models.PositiveBigIntegerField(default=0)
     advanced_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"epoch {self.value}"
 
 
 class DemoPatient(models.Model):

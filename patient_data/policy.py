@@ -40,7 +40,9 @@ def judge(facts: Facts) -> Verdict:
     """The first rule that applies, most drastic first."""
     seen = facts.meta.get("seen")
     idle = facts.now - seen if seen is not None else 0.0
-    if (facts.claims_auth or facts.has_patient_data) and idle >= conf.PATIENT_MAX_INACTIVE_TIME * 60:
+    if (
+        facts.claims_auth or facts.has_patient_data
+    ) and idle >= conf.PATIENT_MAX_INACTIVE_TIME * 60:
         return Verdict(END, "session_max_inactive")
     if not facts.has_patient_data:
         return KEEP_VERDICT

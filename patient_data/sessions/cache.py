@@ -6,4 +6,4 @@ from patient_data.sessions.base import GuardedSessionMixin
 
 
 class SessionStore(GuardedSessionMixin, DjangoSessionStore):
-    """Django's ``cache`` session store with the no-resurrection guard.""" 
+    """Django's ``cache`` session store with the no-resurrection guard."""

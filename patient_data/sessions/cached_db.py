@@ -6,4 +6,4 @@ from patient_data.sessions.base import GuardedSessionMixin
 
 
 class SessionStore(GuardedSessionMixin, DjangoSessionStore):
-    """Django's ``cached_db`` session store with the no-resurrection guard.""" 
+    """Django's ``cached_db`` session store with the no-resurrection guard."""

@@ -6,5 +6,6 @@ from patient_data.sessions.base import GuardedSessionMixin
 
 
 class SessionStore(GuardedSessionMixin, DjangoSessionStore):
-    """Django's ``signed_cookies`` session store with the no-resurrection guard.""" 
+    """Django's ``signed_cookies`` session store with the no-resurrection guard."""
+
     client_side = True

@@ -44,7 +44,7 @@ def json_method(*methods: str) -> Callable:
                 return response
             try:
                 return await view(request, *args, **kwargs)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - answered with a stable code
                 # The type only: an exception's text may quote session content.
                 logger.error(
                     "Cleanup request failed (%s) for session %s.",

@@ -1,0 +1,87 @@
+"""Shared fixtures: users, and a driver that runs one scenario through the sync ``Client``
+and through the async ``AsyncClient`` (the ASGI handler, Django's async session/auth API)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient, Client
+
+from patient_data import epoch
+from patient_data.registry import META_KEY
+
+
+@pytest.fixture(autouse=True)
+def _fresh_epoch_cache():
+    epoch.forget()
+    yield
+    epoch.forget()
+
+
+@pytest.fixture
+def clinician(db):
+    return get_user_model().objects.create_user("clinician", password="synthetic-pass-1")
+
+
+class Driver:
+    """One interface over ``Client`` and ``AsyncClient``; ``kind`` says which runs."""
+
+    def __init__(self, kind: str, **client_kwargs):
+        self.kind = kind
+        self.client = Client(**client_kwargs) if kind == "sync" else AsyncClient(**client_kwargs)
+
+    def _call(self, method: str, path: str, **kwargs):
+        call = getattr(self.client, method)
+        if self.kind == "sync":
+            return call(path, **kwargs)
+        return async_to_sync(call)(path, **kwargs)
+
+    def get(self, path: str, **kwargs):
+        return self._call("get", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self._call("post", path, **kwargs)
+
+    def force_login(self, user) -> None:
+        self.client.force_login(user)
+
+    @property
+    def session_key(self) -> str | None:
+        cookie = self.client.cookies.get(settings.SESSION_COOKIE_NAME)
+        return cookie.value if cookie else None
+
+    def stored(self) -> dict:
+        """The session as stored server-side now (a fresh load, not a cached copy)."""
+        store = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key)
+        return dict(store.load())
+
+    def rewrite(self, **meta_changes) -> None:
+        """Change the stored bookkeeping (e.g. move ``seen`` into the past)."""
+        store = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key)
+        data = store.load()
+        store._session_cache = data
+        data[META_KEY] = {**data.get(META_KEY, {}), **meta_changes}
+        store.modified = True
+        store.save()
+
+
+@pytest.fixture(params=["sync", "async"])
+def driver(request, db) -> Driver:
+    return Driver(request.param)
+
+
+@pytest.fixture
+def logged_in(driver, clinician) -> Driver:
+    driver.force_login(clinician)
+    return driver
+
+
+@pytest.fixture
+def with_patient_data(logged_in) -> Driver:
+    response = logged_in.get("/_test/store/")
+    assert response.status_code == 200
+    return logged_in

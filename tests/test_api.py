@@ -1,0 +1,108 @@
+"""The cleanup HTTP API: CSRF, methods, JSON errors, Clear-Site-Data."""
+
+from __future__ import annotations
+
+import pytest
+from django.middleware.csrf import get_token
+from django.test import RequestFactory
+
+from patient_data import cleanup
+from patient_data.models import CleanupEvent
+from tests.conftest import Driver
+
+CLEAR = "/api/clear-patient-session/"
+EMERGENCY = "/api/emergency-session-cleanup/"
+
+
+def test_clear_returns_the_item_count(with_patient_data):
+    response = with_patient_data.post(CLEAR)
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "items_cleared": 3}
+    assert response["Clear-Site-Data"] == '"cache", "storage"'
+    stored = with_patient_data.stored()
+    assert "patient_summary" not in stored and "_auth_user_id" in stored
+    event = CleanupEvent.objects.get()
+    assert (event.reason, event.source, event.items_cleared) == ("manual_cleanup", "api", 3)
+    assert event.actor_id == int(stored["_auth_user_id"])
+
+
+def test_clear_without_patient_data_reports_zero(logged_in):
+    assert logged_in.post(CLEAR).json() == {"success": True, "items_cleared": 0}
+
+
+def test_keyboard_trigger_is_recorded_as_such(with_patient_data):
+    with_patient_data.post(CLEAR, headers={"X-Cleanup-Trigger": "shortcut"})
+    assert CleanupEvent.objects.get().source == "shortcut"
+
+
+def test_emergency_ends_the_session(with_patient_data):
+    response = with_patient_data.post(EMERGENCY)
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "items_cleared": 3}
+    assert response["Clear-Site-Data"] == '"cache", "cookies", "storage"'
+    assert with_patient_data.get("/_test/whoami/").json() == {"authenticated": False}
+    # one row: the logout inside the emergency cleanup is not recorded twice
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.reason) == ("end_session", "emergency_cleanup")
+
+
+@pytest.mark.parametrize("path", [CLEAR, EMERGENCY])
+def test_other_methods_get_a_json_405(logged_in, path):
+    response = logged_in.get(path)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert response["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("path", [CLEAR, EMERGENCY])
+def test_cross_site_posts_are_refused(clinician, kind, path):
+    """Original defect 7: the endpoints were csrf_exempt."""
+    attacker = Driver(kind, enforce_csrf_checks=True)
+    attacker.force_login(clinician)
+    attacker.get("/_test/store/")
+    response = attacker.post(path)
+    assert response.status_code == 403
+    assert response.json() == {
+        "success": False,
+        "error": "csrf_failed",
+        "message": "CSRF verification failed. Reload the page.",
+    }
+    assert "patient_summary" in attacker.stored()
+    assert attacker.get("/_test/whoami/").json() == {"authenticated": True}
+
+
+def test_a_same_site_post_with_the_token_works(clinician):
+    browser = Driver("sync", enforce_csrf_checks=True)
+    browser.force_login(clinician)
+    browser.get("/_test/store/")
+    request = RequestFactory().get("/")
+    token = get_token(request)
+    browser.client.cookies["csrftoken"] = request.META["CSRF_COOKIE"]
+    response = browser.post(CLEAR, headers={"X-CSRFToken": token})
+    assert response.json() == {"success": True, "items_cleared": 3}
+
+
+def test_failures_answer_with_a_stable_code_and_no_internals(with_patient_data, monkeypatch):
+    async def boom(*args, **kwargs):
+        raise ValueError("SYN-XX-000001 Synthia Example")
+
+    monkeypatch.setattr(cleanup, "aclear_patient_session_data", boom)
+    response = with_patient_data.post(CLEAR)
+    assert response.status_code == 500
+    assert response.json() == {
+        "success": False,
+        "error": "cleanup_failed",
+        "message": "The cleanup could not be completed.",
+    }
+    assert b"SYN-XX" not in response.content
+
+
+def test_status_is_passive_and_counts_without_values(with_patient_data):
+    body = with_patient_data.get("/api/session-status/").json()
+    assert body["authenticated"] is True
+    assert body["has_patient_data"] is True
+    assert body["items"] == 3
+    assert body["keys"] == ["current_patient_id", "patient_cda_*", "patient_summary"]
+    assert 0 < body["seconds_until_timeout"] <= 30 * 60
+    assert "SYN" not in str(body)

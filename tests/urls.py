@@ -1,0 +1,100 @@
+"""The project's URLs plus small views the core tests drive the middleware with."""
+
+from __future__ import annotations
+
+import threading
+
+from django.contrib.auth import SESSION_KEY, alogout, logout
+from django.http import HttpResponse, JsonResponse
+from django.urls import include, path
+
+from patient_data import patient_session
+from patient_data.decorators import passive_activity, patient_data_page
+
+#: Set by tests around the slow view: it loads the session, waits, then writes a note.
+SLOW_LOADED = threading.Event()
+SLOW_RELEASE = threading.Event()
+
+
+async def store_view(request):
+    await patient_session.astore(request, "patient_summary", {"allergies": ["SYNTH-A"]})
+    await patient_session.astore(request, "current_patient_id", "SYN-XX-000001")
+    await patient_session.astore(request, "patient_cda_SYN-XX-000001", "<ClinicalDocument/>")
+    return HttpResponse("stored")
+
+
+def sync_store_view(request):
+    patient_session.store(request, "patient_summary", {"allergies": ["SYNTH-B"]})
+    return HttpResponse("stored")
+
+
+async def plain_view(request):
+    await request.session.aget("anything")
+    return HttpResponse("plain")
+
+
+@patient_data_page
+async def marked_view(request):
+    return HttpResponse("marked")
+
+
+@passive_activity
+async def passive_view(request):
+    await request.session.aget("anything")
+    return HttpResponse("passive")
+
+
+def note_view(request):
+    request.session["note"] = request.GET.get("value", "x")
+    return HttpResponse("noted")
+
+
+def slow_note_view(request):
+    request.session.load()
+    list(request.session.keys())
+    SLOW_LOADED.set()
+    SLOW_RELEASE.wait(timeout=10)
+    request.session["note"] = "written-by-slow-request"
+    return HttpResponse("slow")
+
+
+def drop_auth_view(request):
+    """A hand-made logout that forgets the patient data: the middleware must catch it."""
+    del request.session[SESSION_KEY]
+    return HttpResponse("dropped")
+
+
+def flush_view(request):
+    request.session.flush()
+    return HttpResponse("flushed")
+
+
+def logout_view(request):
+    logout(request)
+    return HttpResponse("bye")
+
+
+async def alogout_view(request):
+    await alogout(request)
+    return HttpResponse("bye")
+
+
+def whoami_view(request):
+    return JsonResponse({"authenticated": request.user.is_authenticated})
+
+
+urlpatterns = [
+    path("_test/store/", store_view),
+    path("_test/sync-store/", sync_store_view),
+    path("_test/plain/", plain_view),
+    path("_test/marked/", marked_view),
+    path("_test/passive/", passive_view),
+    path("_test/note/", note_view),
+    path("_test/slow-note/", slow_note_view),
+    path("_test/drop-auth/", drop_auth_view),
+    path("_test/flush/", flush_view),
+    path("_test/whoami/", whoami_view),
+    path("_test/logout/", logout_view),
+    path("_test/alogout/", alogout_view),
+    path("", include("ncp_asgi.urls")),
+]

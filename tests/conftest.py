@@ -3,16 +3,26 @@ and through the async ``AsyncClient`` (the ASGI handler, Django's async session/
 
 from __future__ import annotations
 
+import asyncio
 from importlib import import_module
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import AsyncClient, Client
 
 from patient_data import epoch
 from patient_data.registry import META_KEY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup):
+    """Async ORM calls run in asgiref's worker thread, whose connection Django never closes;
+    close it before the test database is dropped (PostgreSQL refuses while it is open)."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(autouse=True)

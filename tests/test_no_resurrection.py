@@ -12,6 +12,7 @@ from importlib import import_module
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import override_settings
 
 from patient_data import cleanup, patient_session
@@ -82,7 +83,14 @@ def test_slow_request_during_a_cleanup(kind):
     test_urls.SLOW_LOADED.clear()
     test_urls.SLOW_RELEASE.clear()
     result = {}
-    slow = threading.Thread(target=lambda: result.update(r=tab_one.get("/_test/slow-note/")))
+
+    def slow_request():
+        try:
+            result["r"] = tab_one.get("/_test/slow-note/")
+        finally:
+            connections.close_all()
+
+    slow = threading.Thread(target=slow_request)
     slow.start()
     try:
         assert test_urls.SLOW_LOADED.wait(timeout=10)

@@ -19,24 +19,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
-from patient_data import cleanup, epoch, guard, policy
-from patient_data import meta as session_meta
+from patient_data import activity, cleanup, enforcement, policy
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
-from patient_data.refs import session_ref
 from patient_data.registry import META_KEY, get_registry
 
 logger = logging.getLogger(__name__)
 
 PASSIVE_HEADER = "HTTP_X_PATIENT_ACTIVITY"
 CLEARED_HEADER = "X-Patient-Session-Cleared"
+VERDICT_ATTR = "_patient_verdict"
 
 PATIENT_PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -57,28 +55,6 @@ def _is_passive(request: HttpRequest) -> bool:
     return request.path.startswith(conf.PATIENT_PASSIVE_PATH_PREFIXES)
 
 
-def _facts(request: HttpRequest, data: dict[str, Any], now: float) -> policy.Facts:
-    return policy.Facts(
-        now=now,
-        meta=session_meta.read(data),
-        has_patient_data=bool(get_registry().patient_keys(data)),
-        claims_auth=SESSION_KEY in data,
-    )
-
-
-def _log_cleanup(request: HttpRequest, verdict: policy.Verdict, items: int) -> None:
-    if verdict.reason == "unauthenticated_session":
-        logger.warning(
-            "Cleared patient data from unauthenticated session: %s",
-            session_ref(request.session.session_key),
-        )
-    logger.info(
-        "Patient session security cleanup triggered by: %s. Cleared %d patient data items.",
-        verdict.reason,
-        items,
-    )
-
-
 def add_patient_page_headers(response: HttpResponse) -> None:
     for name, value in PATIENT_PAGE_HEADERS.items():
         response[name] = value
@@ -88,23 +64,13 @@ def add_patient_page_headers(response: HttpResponse) -> None:
         response["Content-Security-Policy"] = csp
 
 
-def _finish(
-    request: HttpRequest, response: HttpResponse, data: dict[str, Any], now: float
-) -> dict[str, Any] | None:
-    """Headers, and the bookkeeping to write back if activity is due (else None)."""
-    has_patient = bool(get_registry().patient_keys(data))
-    if has_patient or getattr(request, PATIENT_PAGE_FLAG, False):
+def _finish(request: HttpRequest, response: HttpResponse, data: dict[str, Any]) -> None:
+    """Patient-page headers, and the cleared-reason header for the page's script."""
+    if get_registry().patient_keys(data) or getattr(request, PATIENT_PAGE_FLAG, False):
         add_patient_page_headers(response)
-    verdict = getattr(request, "_patient_verdict", None)
+    verdict = getattr(request, VERDICT_ATTR, None)
     if verdict is not None and verdict.action != policy.KEEP:
         response[CLEARED_HEADER] = verdict.reason
-    if not data or _is_passive(request) or not (has_patient or SESSION_KEY in data):
-        return None
-    info = session_meta.read(data)
-    if not policy.activity_due(info, now):
-        return None
-    info["seen"] = now
-    return info
 
 
 class _Base:
@@ -124,76 +90,22 @@ class PatientSessionSecurityMiddleware(_Base):
     def __call__(self, request: HttpRequest):
         if self.async_mode:
             return self.__acall__(request)
-        session = request.session
-        now = time.time()
-        data = dict(session.items())
-        facts = _facts(request, data, now)
-        if facts.has_patient_data:
-            user = request.user
-            facts = replace(
-                facts,
-                user_ok=bool(user.is_authenticated and user.is_active),
-                current_epoch=epoch.current(),
-                stored_generation=self._stored_generation(session, facts.meta),
-            )
-        verdict = policy.judge(facts)
-        request._patient_verdict = verdict
-        if verdict.action == policy.END:
-            items = cleanup.end_session(request, reason=verdict.reason, source="middleware")
-            _log_cleanup(request, verdict, items)
-        elif verdict.action == policy.CLEAR:
-            items = cleanup.clear_patient_session_data(
-                request, reason=verdict.reason, source="middleware"
-            )
-            _log_cleanup(request, verdict, items)
+        setattr(request, VERDICT_ATTR, enforcement.enforce(request))
         response = self.get_response(request)
-        info = _finish(request, response, dict(session.items()), time.time())
-        if info is not None:
-            session[META_KEY] = info
+        data = dict(request.session.items())
+        _finish(request, response, data)
+        if not _is_passive(request) and (info := activity.stamped(data, time.time())):
+            request.session[META_KEY] = info
         return response
 
     async def __acall__(self, request: HttpRequest):
-        session = request.session
-        now = time.time()
-        data = dict(await session.aitems())
-        facts = _facts(request, data, now)
-        if facts.has_patient_data:
-            user = await request.auser()
-            facts = replace(
-                facts,
-                user_ok=bool(user.is_authenticated and user.is_active),
-                current_epoch=await epoch.acurrent(),
-                stored_generation=await self._astored_generation(session, facts.meta),
-            )
-        verdict = policy.judge(facts)
-        request._patient_verdict = verdict
-        if verdict.action == policy.END:
-            items = await cleanup.aend_session(request, reason=verdict.reason, source="middleware")
-            _log_cleanup(request, verdict, items)
-        elif verdict.action == policy.CLEAR:
-            items = await cleanup.aclear_patient_session_data(
-                request, reason=verdict.reason, source="middleware"
-            )
-            _log_cleanup(request, verdict, items)
+        setattr(request, VERDICT_ATTR, await enforcement.aenforce(request))
         response = await self.get_response(request)
-        info = _finish(request, response, dict(await session.aitems()), time.time())
-        if info is not None:
-            await session.aset(META_KEY, info)
+        data = dict(await request.session.aitems())
+        _finish(request, response, data)
+        if not _is_passive(request) and (info := activity.stamped(data, time.time())):
+            await request.session.aset(META_KEY, info)
         return response
-
-    @staticmethod
-    def _stored_generation(session, info: dict[str, Any]) -> int | None:
-        # Server-side stores are guarded at save time; a cookie can come back from a response
-        # that was built before the cleanup, so it is checked on the way in as well.
-        if getattr(session, "client_side", False) and info.get("ref"):
-            return guard.current_generation(info["ref"])
-        return None
-
-    @staticmethod
-    async def _astored_generation(session, info: dict[str, Any]) -> int | None:
-        if getattr(session, "client_side", False) and info.get("ref"):
-            return await guard.acurrent_generation(info["ref"])
-        return None
 
 
 class PatientSessionCleanupMiddleware(_Base):

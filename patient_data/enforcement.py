@@ -1,0 +1,104 @@
+"""Apply the policy to one session: gather the facts, judge, and call the cleanup service.
+
+The middleware calls this before every view; the live side calls it for an open socket, so a
+timeout is enforced (and pushed to the page) without waiting for the next request. ``target``
+is a request, or anything with ``.session`` (and ``.user`` / ``.auser()``) that
+``patient_data.cleanup`` accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from django.contrib.auth import SESSION_KEY
+
+from patient_data import cleanup, epoch, guard, policy
+from patient_data import meta as session_meta
+from patient_data.refs import session_ref
+from patient_data.registry import get_registry
+
+logger = logging.getLogger("patient_data.middleware.patient_session_security")
+
+
+def _facts(data: dict[str, Any], now: float) -> policy.Facts:
+    return policy.Facts(
+        now=now,
+        meta=session_meta.read(data),
+        has_patient_data=bool(get_registry().patient_keys(data)),
+        claims_auth=SESSION_KEY in data,
+    )
+
+
+def _user_ok(user: Any) -> bool:
+    return bool(user.is_authenticated and user.is_active)
+
+
+def _checks_generation_on_load(session: Any, info: dict[str, Any]) -> bool:
+    # Server-side stores are guarded at save time; a cookie can come back from a response
+    # built before the cleanup, so a client-side session is checked on the way in as well.
+    return bool(getattr(session, "client_side", False) and info.get("ref"))
+
+
+def _log(target: Any, verdict: policy.Verdict, items: int) -> None:
+    if verdict.reason == "unauthenticated_session":
+        logger.warning(
+            "Cleared patient data from unauthenticated session: %s",
+            session_ref(target.session.session_key),
+        )
+    logger.info(
+        "Patient session security cleanup triggered by: %s. Cleared %d patient data items.",
+        verdict.reason,
+        items,
+    )
+
+
+def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
+    """Judge the session of ``target`` now and carry the verdict out (sync)."""
+    session = target.session
+    facts = _facts(dict(session.items()), time.time())
+    if facts.has_patient_data:
+        ref = facts.meta.get("ref")
+        facts = replace(
+            facts,
+            user_ok=_user_ok(target.user),
+            current_epoch=epoch.current(),
+            stored_generation=guard.current_generation(ref)
+            if _checks_generation_on_load(session, facts.meta)
+            else None,
+        )
+    verdict = policy.judge(facts)
+    if verdict.action == policy.END:
+        _log(target, verdict, cleanup.end_session(target, reason=verdict.reason, source=source))
+    elif verdict.action == policy.CLEAR:
+        items = cleanup.clear_patient_session_data(target, reason=verdict.reason, source=source)
+        _log(target, verdict, items)
+    return verdict
+
+
+async def aenforce(target: Any, source: str = "middleware") -> policy.Verdict:
+    """Async twin of :func:`enforce` (Django's async session and auth API only)."""
+    session = target.session
+    facts = _facts(dict(await session.aitems()), time.time())
+    if facts.has_patient_data:
+        ref = facts.meta.get("ref")
+        facts = replace(
+            facts,
+            user_ok=_user_ok(await target.auser()),
+            current_epoch=await epoch.acurrent(),
+            stored_generation=await guard.acurrent_generation(ref)
+            if _checks_generation_on_load(session, facts.meta)
+            else None,
+        )
+    verdict = policy.judge(facts)
+    if verdict.action == policy.END:
+        items = await cleanup.aend_session(target, reason=verdict.reason, source=source)
+        _log(target, verdict, items)
+    elif verdict.action == policy.CLEAR:
+        items = await cleanup.aclear_patient_session_data(
+            target, reason=verdict.reason, source=source
+        )
+        _log(target, verdict, items)
+    return verdict

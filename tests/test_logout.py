@@ -61,3 +61,14 @@ def test_logout_of_a_request_without_session_data_is_harmless(clinician, client)
     request.user = clinician
     logout(request)
     assert _events() == [("end_session", "logout", "logout", 0)]
+
+
+def test_login_as_someone_else_records_the_lost_patient_data(with_patient_data):
+    with_patient_data.get("/_test/login-other/")
+    assert "patient_summary" not in with_patient_data.stored()
+    assert _events() == [("end_session", "session_flushed", "middleware", 3)]
+
+
+def test_removing_one_key_in_a_view_is_not_a_logout(with_patient_data):
+    with_patient_data.post("/api/clear-patient-session/")
+    assert _events() == [("clear_patient_data", "manual_cleanup", "api", 3)]

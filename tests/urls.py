@@ -98,3 +98,15 @@ urlpatterns = [
     path("_test/alogout/", alogout_view),
     path("", include("ncp_asgi.urls")),
 ]
+
+
+def login_other_view(request):
+    """Logging in as someone else flushes the session (no user_logged_out signal)."""
+    from django.contrib.auth import get_user_model, login
+
+    other, _ = get_user_model().objects.get_or_create(username="other-clinician")
+    login(request, other, backend="django.contrib.auth.backends.ModelBackend")
+    return HttpResponse("switched")
+
+
+urlpatterns.insert(0, path("_test/login-other/", login_other_view))

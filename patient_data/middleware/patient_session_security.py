@@ -109,10 +109,12 @@ class PatientSessionSecurityMiddleware(_Base):
 
 
 class PatientSessionCleanupMiddleware(_Base):
-    """Clears and records patient data when a request logs its user out.
+    """Makes sure a request that logs its user out, or flushes the session, leaves no patient
+    data behind and no cleanup unrecorded.
 
     ``django.contrib.auth.logout`` is handled by the ``user_logged_out`` receiver; this
-    catches the rest: a view that drops the auth keys or flushes the session by hand.
+    catches the rest: a view that drops the auth keys by hand (the data is cleared), and one
+    that flushes the session, e.g. a login as another user (the loss is recorded).
     """
 
     def __call__(self, request: HttpRequest):
@@ -120,34 +122,41 @@ class PatientSessionCleanupMiddleware(_Base):
             return self.__acall__(request)
         before = dict(request.session.items())
         response = self.get_response(request)
-        self._after(request, before, dict(request.session.items()))
+        outcome = _unrecorded_end(request, before, dict(request.session.items()))
+        if outcome == CLEAR_REST:
+            cleanup.clear_patient_session_data(
+                request, reason="logout", source="middleware", action=END_SESSION
+            )
+        elif outcome:
+            cleanup.record_lost(request, before, reason=outcome, source="middleware")
         return response
 
     async def __acall__(self, request: HttpRequest):
         before = dict(await request.session.aitems())
         response = await self.get_response(request)
-        after = dict(await request.session.aitems())
-        if self._logged_out(request, before, after):
-            if get_registry().patient_keys(after):
-                await cleanup.aclear_patient_session_data(
-                    request, reason="logout", source="middleware", action="end_session"
-                )
-            else:
-                await cleanup.arecord_lost(request, before, reason="logout", source="middleware")
+        outcome = _unrecorded_end(request, before, dict(await request.session.aitems()))
+        if outcome == CLEAR_REST:
+            await cleanup.aclear_patient_session_data(
+                request, reason="logout", source="middleware", action=END_SESSION
+            )
+        elif outcome:
+            await cleanup.arecord_lost(request, before, reason=outcome, source="middleware")
         return response
 
-    def _after(self, request: HttpRequest, before: dict, after: dict) -> None:
-        if not self._logged_out(request, before, after):
-            return
-        if get_registry().patient_keys(after):
-            cleanup.clear_patient_session_data(
-                request, reason="logout", source="middleware", action="end_session"
-            )
-        else:
-            cleanup.record_lost(request, before, reason="logout", source="middleware")
 
-    @staticmethod
-    def _logged_out(request: HttpRequest, before: dict, after: dict) -> bool:
-        if getattr(request, cleanup.LOGOUT_RECORDED_FLAG, False):
-            return False
-        return SESSION_KEY in before and SESSION_KEY not in after
+CLEAR_REST = "clear"
+END_SESSION = "end_session"
+
+
+def _unrecorded_end(request: HttpRequest, before: dict, after: dict) -> str | None:
+    """What the cleanup middleware still has to do for this request, if anything."""
+    if getattr(request, cleanup.LOGOUT_RECORDED_FLAG, False):
+        return None
+    registry = get_registry()
+    lost_auth = SESSION_KEY in before and SESSION_KEY not in after
+    if lost_auth and registry.patient_keys(after):
+        return CLEAR_REST
+    flushed = META_KEY in before and META_KEY not in after
+    if (lost_auth or flushed) and registry.patient_keys(before):
+        return "logout" if lost_auth else "session_flushed"
+    return None

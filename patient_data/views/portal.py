@@ -1,0 +1,115 @@
+"""The demo NCP portal: patient search and patient summary over synthetic patients.
+
+Everything shown about a patient is first stored in the session through
+``patient_data.patient_session`` (registered keys only) and then rendered from the session,
+so a cleanup really takes it off the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import aget_object_or_404, render
+
+from patient_data import patient_session
+from patient_data.decorators import patient_data_page
+from patient_data.forms import PatientSearchForm
+from patient_data.models import DemoPatient
+
+SEARCH_LIMIT = 50
+CDA_PREFIX = "patient_cda_"
+SUMMARY_KEYS = ("patient_medications", "patient_allergies", "patient_problems")
+
+
+async def arender(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """``render`` for async views: the user is resolved here, not lazily in the template.
+
+    The ``user`` of the auth context processor loads synchronously, which an async view
+    must not do.
+    """
+    context = {**context, "user": await request.auser()}
+    return render(request, template, context, status=status)
+
+
+def _matching(criteria: dict[str, str]) -> QuerySet[DemoPatient]:
+    patients = DemoPatient.objects.all()
+    for word in criteria["name"].split():
+        patients = patients.filter(Q(given_name__icontains=word) | Q(family_name__icontains=word))
+    if criteria["patient_id"]:
+        patients = patients.filter(patient_id__icontains=criteria["patient_id"])
+    if criteria["country"]:
+        patients = patients.filter(country=criteria["country"])
+    return patients
+
+
+async def _patients_in_order(patient_ids: list[str]) -> list[DemoPatient]:
+    found = {p.patient_id: p async for p in DemoPatient.objects.filter(patient_id__in=patient_ids)}
+    return [found[pid] for pid in patient_ids if pid in found]
+
+
+@login_required
+@patient_data_page
+async def patient_search(request: HttpRequest) -> HttpResponse:
+    """Search by name, patient ID or country; the last search is kept in the session."""
+    form = PatientSearchForm(request.GET) if request.GET else None
+    if form is not None and form.is_valid():
+        ids = [p.patient_id async for p in _matching(form.cleaned_data)[:SEARCH_LIMIT]]
+        await patient_session.astore(request, "prefill_search_form", form.cleaned_data)
+        await patient_session.astore(request, "patient_search_results", ids)
+    if form is None:
+        form = PatientSearchForm(initial=await request.session.aget("prefill_search_form"))
+    ids = None if form.errors else await request.session.aget("patient_search_results")
+    context = {
+        "form": form,
+        "results": await _patients_in_order(ids) if ids is not None else None,
+        "limit": SEARCH_LIMIT,
+    }
+    return await arender(request, "patient_data/patient_search.html", context)
+
+
+def _cda_document(patient: DemoPatient) -> dict[str, Any]:
+    """A stand-in for the patient's CDA document (synthetic, like everything here)."""
+    return {
+        "document_id": f"SYN-DOC-{patient.pk:06d}",
+        "title": "Patient Summary (synthetic demo document)",
+        "sections": ["Medication summary", "Allergies and intolerances", "Problem list"],
+    }
+
+
+async def _store_patient(request: HttpRequest, patient: DemoPatient) -> None:
+    values: dict[str, Any] = {
+        "current_patient_id": patient.patient_id,
+        "patient_demographics": {
+            "patient_id": patient.patient_id,
+            "given_name": patient.given_name,
+            "family_name": patient.family_name,
+            "birth_date": patient.birth_date.isoformat(),
+            "country": patient.country,
+        },
+        "patient_medications": patient.summary.get("medications", []),
+        "patient_allergies": patient.summary.get("allergies", []),
+        "patient_problems": patient.summary.get("problems", []),
+        CDA_PREFIX + patient.patient_id: _cda_document(patient),
+    }
+    for key, value in values.items():
+        await patient_session.astore(request, key, value)
+
+
+@login_required
+@patient_data_page
+async def patient_summary(request: HttpRequest, patient_id: str) -> HttpResponse:
+    """Load a synthetic patient into the session and show it from there."""
+    patient = await aget_object_or_404(DemoPatient, patient_id=patient_id)
+    await _store_patient(request, patient)
+    session = request.session
+    context = {
+        "demographics": await session.aget("patient_demographics"),
+        "document": await session.aget(CDA_PREFIX + patient.patient_id),
+        **{key: await session.aget(key, []) for key in SUMMARY_KEYS},
+    }
+    return await arender(request, "patient_data/patient_summary.html", context)

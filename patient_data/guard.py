@@ -14,11 +14,12 @@ touch this module's tables.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.utils import timezone
 
 from patient_data import meta as session_meta
 from patient_data.models import PatientSessionState
@@ -91,3 +92,30 @@ def bump_and_save(data: dict[str, Any], save: Callable[[], Any]) -> int:
         data[META_KEY] = session_meta.after_cleanup(info, state.generation)
         save()
     return state.generation
+
+
+def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:
+    """Start a new generation for many sessions at once (bulk cleanup); returns ref -> generation.
+
+    The rows are created when missing and stay locked until the caller's transaction ends;
+    they are taken in ``ref`` order so two bulk runs cannot deadlock each other. One
+    ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` per chunk (PostgreSQL, SQLite >= 3.35).
+    """
+    ordered = sorted(set(refs))
+    using = router.db_for_write(PatientSessionState)
+    connection = connections[using]
+    table = connection.ops.quote_name(PatientSessionState._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    generations: dict[str, int] = {}
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        for start in range(0, len(ordered), chunk):
+            part = ordered[start : start + chunk]
+            rows = ", ".join(["(%s, 1, %s)"] * len(part))
+            cursor.execute(
+                f"INSERT INTO {table} (ref, generation, updated_at) VALUES {rows} "  # noqa: S608 - table name from the model, values bound
+                f"ON CONFLICT (ref) DO UPDATE SET generation = {table}.generation + 1, "
+                "updated_at = excluded.updated_at RETURNING ref, generation",
+                [value for ref in part for value in (ref, now)],
+            )
+            generations.update(cursor.fetchall())
+    return generations

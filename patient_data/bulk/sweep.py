@@ -1,0 +1,284 @@
+"""The streaming engine shared by both bulk commands.
+
+Page by page (constant memory): decode, keep aside the sessions holding patient data, load
+their users in one query, decide, then in one transaction bump the cleanup generations of the
+sessions to change (so a request that loaded one before cannot write its patient data back),
+compare-and-set the cleaned sessions and insert their audit rows. A session that changed
+between read and write is re-read and decided again; a failing page is retried session by
+session, so one bad session never aborts the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from patient_data import audit, epoch, events, guard
+from patient_data import meta as session_meta
+from patient_data.bulk.backends import Backend, Stored, Undecodable
+from patient_data.bulk.selection import (
+    DELETE,
+    EPOCH_ADVANCED,
+    UNDECODABLE_SESSION,
+    Decision,
+    Selection,
+    Users,
+)
+from patient_data.cleanup import Cleanup
+from patient_data.models import CleanupEvent
+from patient_data.refs import session_ref
+from patient_data.registry import META_KEY, get_registry
+from patient_data.signals import patient_session_cleared
+
+logger = logging.getLogger("patient_data.bulk")
+
+#: How often a session that keeps changing under the sweep is re-read before giving up.
+MAX_ATTEMPTS = 5
+
+
+@dataclass
+class Report:
+    """What a run did (or, with ``dry_run``, would do): counts and reasons, never values."""
+
+    backend: str
+    dry_run: bool = False
+    scanned: int = 0
+    with_patient_data: int = 0
+    sessions: int = 0
+    deleted: int = 0
+    items: int = 0
+    undecodable: int = 0
+    undecodable_removed: int = 0
+    errors: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    #: (before, after) when the patient-data epoch was (or would be) advanced.
+    epoch: tuple[int, int] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+@dataclass
+class _Plan:
+    stored: Stored
+    decision: Decision
+    data: dict[str, Any] | None = None
+    keys: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str | None:
+        return self.info.get("ref")
+
+
+class Sweep:
+    """One bulk run over one backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        selection: Selection,
+        *,
+        source: str,
+        dry_run: bool = False,
+        remove_undecodable: bool = False,
+        advance_epoch: bool = False,
+        batch_size: int = 1000,
+        on_page: Callable[[int], None] | None = None,
+        on_cleanup: Callable[[Cleanup], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.selection = selection
+        self.source = source
+        self.dry_run = dry_run
+        self.remove_undecodable = remove_undecodable
+        self.advance_epoch = advance_epoch or not backend.enumerable
+        self.batch_size = batch_size
+        self.on_page = on_page or (lambda scanned: None)
+        self.on_cleanup = on_cleanup or (lambda cleanup: None)
+        self.users = Users()
+        self.report = Report(backend.name, dry_run=dry_run)
+        self._entries: set[str] = set()
+
+    def run(self) -> Report:
+        if self.advance_epoch:
+            self._advance_epoch()
+        if self.backend.enumerable:
+            for page in self.backend.pages(self.batch_size):
+                self._page(page)
+                self.on_page(len(page))
+        if self.report.sessions and not self.dry_run:
+            events.publish(self._summary_event())
+        return self.report
+
+    def _advance_epoch(self) -> None:
+        before = epoch.current()
+        if self.dry_run:
+            self.report.epoch = (before, before + 1)
+            return
+        self.report.epoch = (before, epoch.advance())
+        audit.record(
+            Cleanup(CleanupEvent.Action.CLEAR_PATIENT_DATA, EPOCH_ADVANCED, self.source, 0, (), "-")
+        )
+
+    # -- reading and deciding -------------------------------------------------------------
+
+    def _decode(self, stored: Stored) -> dict[str, Any] | None:
+        """The session when it holds patient data; an undecodable one when it is to go."""
+        if stored.raw is None:
+            self.report.errors += 1
+            logger.error("A stored session could not be read (%s).", session_ref(stored.key))
+            return None
+        try:
+            data = self.backend.decode(stored.raw)
+        except Undecodable:
+            self.report.undecodable += 1
+            return {} if self.remove_undecodable else None
+        return data if get_registry().patient_keys(data) else None
+
+    def _plan(self, stored: Stored, data: dict[str, Any], now: float) -> _Plan | None:
+        if not data:
+            return _Plan(stored, Decision(DELETE, UNDECODABLE_SESSION))
+        mtime = stored.mtime_ns / 1e9 if stored.mtime_ns is not None else None
+        decision = self.selection.decide(
+            data,
+            expired=self.backend.expired(stored, data, timezone.now()),
+            user_ok=self.users.ok(data),
+            now=now,
+            mtime=mtime,
+        )
+        if decision is None:
+            return None
+        keys = get_registry().patient_keys(data)
+        return _Plan(stored, decision, data, keys, session_meta.with_ref(session_meta.read(data)))
+
+    def _plans(self, found: list[tuple[Stored, dict[str, Any]]]) -> list[_Plan]:
+        self.users.load(data for _, data in found)
+        now = time.time()
+        plans = [self._plan(stored, data, now) for stored, data in found]
+        return [plan for plan in plans if plan is not None]
+
+    def _page(self, page: list[Stored]) -> None:
+        found = []
+        for stored in page:
+            self.report.scanned += 1
+            data = self._decode(stored)
+            if data is not None:
+                self.report.with_patient_data += bool(data)
+                found.append((stored, data))
+        plans = self._plans(found)
+        if self.dry_run:
+            self._done(plans)
+        elif plans:
+            self._commit(plans)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _commit(self, plans: list[_Plan]) -> None:
+        try:
+            done, failed = self._write(plans)
+        except Exception as exc:  # noqa: BLE001 - one bad session must not abort the run
+            if len(plans) > 1:
+                for plan in plans:
+                    self._commit([plan])
+                return
+            self.report.errors += 1
+            logger.error(
+                "Cleanup of session %s failed (%s).",
+                session_ref(plans[0].stored.key),
+                type(exc).__name__,
+            )
+            return
+        self.report.errors += failed
+        self._done(done)
+
+    def _write(self, plans: list[_Plan]) -> tuple[list[_Plan], int]:
+        """Apply ``plans`` under new generations; returns the applied plans and the failures."""
+        done: list[_Plan] = []
+        with transaction.atomic():
+            generations = guard.bump_many(plan.ref for plan in plans if plan.ref)
+            for _attempt in range(MAX_ATTEMPTS):
+                updates = [
+                    (plan.stored, self._cleaned(plan, generations[plan.ref]))
+                    for plan in plans
+                    if plan.decision.action != DELETE
+                ]
+                deletes = [plan.stored for plan in plans if plan.decision.action == DELETE]
+                conflicts = self.backend.apply(updates, deletes)
+                done += [plan for plan in plans if plan.stored.key not in conflicts]
+                plans = self._reread(sorted(conflicts))
+                fresh = {plan.ref for plan in plans if plan.ref and plan.ref not in generations}
+                generations.update(guard.bump_many(fresh))
+                if not plans:
+                    break
+            audit.record_many(self._cleanup(plan) for plan in done)
+        return done, len(plans)
+
+    def _reread(self, keys: list[str]) -> list[_Plan]:
+        """Decide again for sessions that changed under the sweep (gone ones are done)."""
+        if not keys:
+            return []
+        found = []
+        for stored in self.backend.fetch(keys).values():
+            data = self._decode(stored)
+            if data is not None:
+                found.append((stored, data))
+        return self._plans(found)
+
+    @staticmethod
+    def _cleaned(plan: _Plan, generation: int) -> dict[str, Any]:
+        patient = set(plan.keys)
+        data = {key: value for key, value in plan.data.items() if key not in patient}
+        data[META_KEY] = session_meta.after_cleanup(plan.info, generation)
+        return data
+
+    def _cleanup(self, plan: _Plan) -> Cleanup:
+        action = (
+            CleanupEvent.Action.END_SESSION
+            if plan.decision.action == DELETE
+            else CleanupEvent.Action.CLEAR_PATIENT_DATA
+        )
+        return Cleanup(
+            action=action,
+            reason=plan.decision.reason,
+            source=self.source,
+            items_cleared=len(plan.keys),
+            keys=tuple(get_registry().entries(plan.keys)),
+            session_ref=session_ref(plan.stored.key),
+        )
+
+    def _done(self, plans: list[_Plan]) -> None:
+        report = self.report
+        for plan in plans:
+            cleanup = self._cleanup(plan)
+            if plan.decision.reason == UNDECODABLE_SESSION:
+                report.undecodable_removed += 1
+            else:
+                report.sessions += 1
+                report.items += cleanup.items_cleared
+                report.deleted += plan.decision.action == DELETE
+            report.reasons[plan.decision.reason] += 1
+            self._entries.update(cleanup.keys)
+            if not self.dry_run:
+                patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
+            self.on_cleanup(cleanup)
+
+    def _summary_event(self) -> dict[str, Any]:
+        """One event for the live monitor per run (not one per session)."""
+        summary = Cleanup(
+            action=CleanupEvent.Action.CLEAR_PATIENT_DATA,
+            reason=self.selection.fallback_reason,
+            source=self.source,
+            items_cleared=self.report.items,
+            keys=tuple(sorted(self._entries)),
+            session_ref="-",
+        )
+        return {**summary.as_event(), "sessions": self.report.sessions}

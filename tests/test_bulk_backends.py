@@ -1,0 +1,120 @@
+"""Backend specifics of the bulk cleanup: TTLs, cache copies, file times, batching, progress."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+from django.core.cache import caches
+from django.db import transaction
+
+from patient_data import guard, patient_session
+from patient_data.bulk.backends import backend_for
+from patient_data.bulk.progress import Progress
+from patient_data.bulk.selection import Selection
+from patient_data.bulk.sweep import Sweep
+from patient_data.models import PatientSessionState
+from tests.bulk_support import (
+    engine_fixture,  # noqa: F401 - the "engine" fixture
+    load,
+    make_session,
+    run,
+    session_file,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize("engine", ["cache"], indirect=True)
+def test_redis_keeps_the_remaining_ttl(engine):
+    session = engine.SessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    session.set_expiry(600)
+    session.save()
+    cache = caches["default"]
+    client = cache._cache.get_client(write=True)
+    redis_key = cache.make_key(engine.SessionStore.cache_key_prefix + session.session_key)
+    assert run("cleanup_patient_sessions", "--force")[0] == 0
+    assert "patient_summary" not in load(engine, session.session_key)
+    assert 590_000 < client.pttl(redis_key) <= 600_000
+
+
+@pytest.mark.parametrize("engine", ["cached_db"], indirect=True)
+def test_cached_db_copy_is_invalidated(engine, clinician):
+    key = make_session(engine, user=clinician)
+    engine.SessionStore(key).load()  # puts the copy into the cache
+    cache_key = engine.SessionStore.cache_key_prefix + key
+    assert "patient_summary" in caches["default"].get(cache_key)
+    assert run("cleanup_patient_sessions", "--force")[0] == 0
+    assert caches["default"].get(cache_key) is None
+    assert "patient_summary" not in load(engine, key)
+
+
+@pytest.mark.parametrize("engine", ["file"], indirect=True)
+def test_file_keeps_its_modification_time_and_skips_temporary_files(engine, clinician):
+    key = make_session(engine, user=clinician)
+    path = session_file(key)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    mtime = os.stat(path).st_mtime_ns
+    stray = path + "_out_abc123"
+    with open(stray, "w") as handle:
+        handle.write("half-written")
+    code, out = run("cleanup_patient_sessions", "--force")
+    assert code == 0
+    assert os.stat(path).st_mtime_ns == mtime  # expiry of file sessions derives from it
+    assert "patient_summary" not in load(engine, key)
+    assert "Scanned 1 sessions" in out
+    with open(stray) as handle:
+        assert handle.read() == "half-written"
+
+
+@pytest.mark.parametrize("engine", ["db", "cache"], indirect=True)
+def test_pages_cover_every_session_once(engine, clinician):
+    keys = {make_session(engine, user=clinician) for _ in range(7)}
+    seen = [stored.key for page in backend_for().pages(3) for stored in page]
+    assert set(seen) == keys
+    assert len(seen) == len(keys)
+
+
+def test_bump_many_creates_and_increments_generations(db):
+    PatientSessionState.objects.create(ref="b", generation=4)
+    with transaction.atomic():
+        assert guard.bump_many(["a", "b", "a"]) == {"a": 1, "b": 5}
+    assert dict(PatientSessionState.objects.values_list("ref", "generation")) == {"a": 1, "b": 5}
+    assert guard.bump_many([]) == {}
+
+
+@pytest.mark.parametrize("engine", ["db"], indirect=True)
+def test_sweep_pages_reported_to_the_progress_callback(engine, clinician):
+    for _ in range(5):
+        make_session(engine, user=clinician)
+    pages = []
+    report = Sweep(
+        backend_for(), Selection(), source="command", batch_size=2, on_page=pages.append
+    ).run()
+    assert pages == [2, 2, 1]
+    assert (report.scanned, report.sessions, report.items) == (5, 5, 10)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_outside_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    piped = io.StringIO()
+    Progress(piped, 10).advance(5)
+    assert piped.getvalue() == ""
+    terminal = Terminal()
+    progress = Progress(terminal, 10, interval=0)
+    progress.advance(5)
+    progress.finish()
+    assert "5/10 sessions (50%)" in terminal.getvalue()
+    monkeypatch.setenv("CI", "true")
+    in_ci = Terminal()
+    Progress(in_ci, 10, interval=0).advance(5)
+    assert in_ci.getvalue() == ""

@@ -1,0 +1,379 @@
+"""Request overhead of the patient middlewares, measured side by side in one run.
+
+    .venv/bin/python bench/request_overhead.py
+
+(a) requests/s of two daphne processes on 127.0.0.1 serving a patient page (``/patients/<id>/``
+of a logged-in clinician, a session holding patient data): one with the full middleware stack,
+one with ``bench.settings_without_patient_middleware``. Rounds alternate which server goes
+first, so drifting machine load hits both alike.
+(b) the in-process cost of the same request through Django's ASGI handler, no network, for
+both stacks, interleaved the same way.
+
+It works on a throw-away SQLite database (synthetic demo data) in a temporary NCP_VAR_DIR,
+ignoring DATABASE_URL / REDIS_URL, and only ever talks to 127.0.0.1. Every loop is bounded
+by a count and by ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+FULL = "ncp_asgi.settings"
+BASELINE = "bench.settings_without_patient_middleware"
+USERNAME = "clinician"
+TARGET_RATIO = 0.9
+DEPLOYMENT_VARIABLES = {"DATABASE_URL", "REDIS_URL", "SESSION_ENGINE", "SESSION_FILE_PATH"}
+CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+@dataclass
+class Sample:
+    """Timings of one stack: (requests, seconds) per round."""
+
+    label: str
+    rounds: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return sum(n for n, _ in self.rounds) / sum(s for _, s in self.rounds)
+
+    @property
+    def median_per_second(self) -> float:
+        return statistics.median(n / s for n, s in self.rounds)
+
+    @property
+    def micros_per_request(self) -> float:
+        return 1e6 / self.per_second
+
+
+def bench_env(var_dir: str, password: str) -> dict[str, str]:
+    # Always the embedded default on a throw-away directory: never a configured real database.
+    env = {k: v for k, v in os.environ.items() if k not in DEPLOYMENT_VARIABLES}
+    env.update(
+        NCP_VAR_DIR=var_dir,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        SECURE_COOKIES="0",
+        PATIENT_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+        BENCH_PASSWORD=password,
+    )
+    return env
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    run = {"cwd": ROOT, "env": {**env, "DJANGO_SETTINGS_MODULE": FULL}, "check": True}
+    subprocess.run([*manage, "migrate", "-v0"], **run, timeout=120)
+    password = env["BENCH_PASSWORD"]
+    seed = ["seed_demo", "--patients", "5", "--password", password, "--staff-password", password]
+    subprocess.run([*manage, *seed], **run, timeout=120, stdout=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_daphne(settings_module: str, env: dict[str, str], log: Path) -> tuple:
+    port = free_port()
+    command = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port)]
+    process = subprocess.Popen(
+        [*command, "ncp_asgi.asgi:application"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": settings_module},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne ({settings_module}) exited; see {log}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"daphne ({settings_module}) did not start within 30 s; see {log}")
+
+
+class Browser:
+    """Cookies and one keep-alive connection to one local server."""
+
+    def __init__(self, port: int, cookies: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.cookies = dict(cookies or {})
+        self.connection = http.client.HTTPConnection(HOST, port, timeout=10)
+
+    def request(self, method: str, path: str, body: str | None = None) -> tuple[int, dict, bytes]:
+        headers = {"Host": f"{HOST}:{self.port}"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        self.connection.request(method, path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        content = response.read()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            for name, morsel in SimpleCookie(header).items():
+                self.cookies[name] = morsel.value
+        return response.status, dict(response.headers), content
+
+    def login(self, password: str) -> None:
+        status, _, page = self.request("GET", "/accounts/login/")
+        token = CSRF_INPUT.search(page.decode())
+        if status != 200 or token is None:
+            raise RuntimeError(f"login page: HTTP {status}")
+        form = {"csrfmiddlewaretoken": token.group(1), "username": USERNAME, "password": password}
+        status, headers, _ = self.request("POST", "/accounts/login/", urlencode(form))
+        if status != 302 or headers.get("Location") != "/patients/":
+            raise RuntimeError(f"login failed: HTTP {status}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def first_patient_id(browser: Browser) -> str:
+    status, _, page = browser.request("GET", "/patients/?patient_id=SYN-")
+    found = re.search(r'href="/patients/(SYN-[A-Z]{2}-\d{6})/"', page.decode())
+    if status != 200 or found is None:
+        raise RuntimeError(f"patient search: HTTP {status}")
+    return found.group(1)
+
+
+def hammer(port: int, cookies: dict[str, str], path: str, requests: int, connections: int) -> float:
+    """``requests`` GETs over ``connections`` keep-alive connections; returns the wall time."""
+    barrier = threading.Barrier(connections + 1)
+    failures: list[str] = []
+
+    def worker(count: int) -> None:
+        browser = Browser(port, cookies)
+        try:
+            browser.request("GET", path)  # connect and warm up outside the timing
+            barrier.wait(timeout=30)
+            for _ in range(count):
+                status, _, _ = browser.request("GET", path)
+                if status != 200:
+                    failures.append(f"HTTP {status}")
+                    return
+        except (OSError, http.client.HTTPException, threading.BrokenBarrierError) as exc:
+            failures.append(type(exc).__name__)
+        finally:
+            browser.close()
+
+    share = requests // connections
+    threads = [threading.Thread(target=worker, args=(share,)) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    barrier.wait(timeout=30)
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join(timeout=120)
+    elapsed = time.perf_counter() - start
+    if failures or any(thread.is_alive() for thread in threads):
+        raise RuntimeError(f"benchmark requests failed: {sorted(set(failures))}")
+    return elapsed
+
+
+def interleaved(
+    samples: list[Sample], measure: Callable[[Sample], tuple[int, float]], rounds: int, until: float
+) -> None:
+    """Run ``measure`` for every sample in rounds, alternating the order; stop at ``until``."""
+    for number in range(rounds):
+        if time.monotonic() > until:
+            print(f"  time limit reached after {number} rounds", flush=True)
+            return
+        for sample in samples if number % 2 == 0 else reversed(samples):
+            sample.rounds.append(measure(sample))
+
+
+def over_daphne(env: dict[str, str], options: argparse.Namespace, until: float) -> list[Sample]:
+    logs = Path(env["NCP_VAR_DIR"])
+    servers = {
+        label: start_daphne(module, env, logs / f"daphne-{label}.log")
+        for label, module in (("full", FULL), ("baseline", BASELINE))
+    }
+    try:
+        targets = {}
+        for label, (_, port) in servers.items():
+            browser = Browser(port)
+            browser.login(env["BENCH_PASSWORD"])
+            path = f"/patients/{first_patient_id(browser)}/"
+            status, headers, _ = browser.request("GET", path)
+            shows_headers = headers.get("X-Patient-Data-Page") == "true"
+            if status != 200 or shows_headers != (label == "full"):
+                raise RuntimeError(f"{label} server does not run the expected stack")
+            targets[label] = (port, browser.cookies, path)
+            browser.close()
+        samples = [Sample("full"), Sample("baseline")]
+
+        def measure(sample: Sample) -> tuple[int, float]:
+            port, cookies, path = targets[sample.label]
+            count = options.requests - options.requests % options.connections
+            return count, hammer(port, cookies, path, count, options.connections)
+
+        interleaved(samples, measure, options.rounds, until)
+        return samples
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def asgi_scope(path: str, cookie: str) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", HOST.encode()), (b"cookie", cookie.encode())],
+        "client": (HOST, 50000),
+        "server": (HOST, 80),
+    }
+
+
+async def asgi_get(app: Callable, scope: dict) -> int:
+    """One request through an ASGI app; returns the status."""
+    sent: list[dict] = []
+    request = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict:
+        if request:
+            return request.pop()
+        await asyncio.Event().wait()  # never disconnects: Django cancels this listener
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"]
+
+
+def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -> list[Sample]:
+    """The same request through Django's ASGI handler (built per stack), no network."""
+    os.environ.update({**env, "DJANGO_SETTINGS_MODULE": FULL})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test import Client, override_settings
+
+    from bench import settings_without_patient_middleware as baseline_settings
+    from patient_data.models import DemoPatient
+
+    # The handler builds its middleware chain once, when it is created.
+    apps = {"full": ASGIHandler()}
+    with override_settings(MIDDLEWARE=baseline_settings.MIDDLEWARE):
+        apps["baseline"] = ASGIHandler()
+    patient = DemoPatient.objects.order_by("patient_id").first()
+    scopes = {}
+    for label in apps:
+        client = Client()
+        if not client.login(username=USERNAME, password=env["BENCH_PASSWORD"]):
+            raise RuntimeError("in-process login failed")
+        session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+        cookie = f"{settings.SESSION_COOKIE_NAME}={session_key}"
+        scopes[label] = asgi_scope(f"/patients/{patient.patient_id}/", cookie)
+
+    async def repeat(label: str, count: int) -> None:
+        for _ in range(count):
+            if await asgi_get(apps[label], scopes[label]) != 200:
+                raise RuntimeError(f"in-process {label}: unexpected status")
+
+    loop = asyncio.new_event_loop()
+    try:
+        for label in apps:  # first session load, template compilation
+            loop.run_until_complete(repeat(label, 20))
+
+        def measure(sample: Sample) -> tuple[int, float]:
+            start = time.perf_counter()
+            loop.run_until_complete(repeat(sample.label, options.inprocess))
+            return options.inprocess, time.perf_counter() - start
+
+        samples = [Sample("full"), Sample("baseline")]
+        interleaved(samples, measure, options.rounds, until)
+        return samples
+    finally:
+        loop.close()
+
+
+def report(network: list[Sample], local: list[Sample], options: argparse.Namespace) -> None:
+    full_net, base_net = network
+    full_loc, base_loc = local
+    net_ratio = full_net.per_second / base_net.per_second
+    loc_ratio = full_loc.per_second / base_loc.per_second
+    print()
+    print(f"{'stack':<34}{'daphne req/s':>14}{'(median)':>10}{'in-process us/req':>20}")
+    for name, net, loc in (
+        ("full (with patient middlewares)", full_net, full_loc),
+        ("baseline (without them)", base_net, base_loc),
+    ):
+        print(
+            f"{name:<34}{net.per_second:>14.1f}{net.median_per_second:>10.1f}"
+            f"{loc.micros_per_request:>20.0f}"
+        )
+    print(f"{'throughput ratio full/baseline':<34}{net_ratio:>14.3f}{'':>10}{loc_ratio:>20.3f}")
+    added = full_loc.micros_per_request - base_loc.micros_per_request
+    print(f"in-process cost of the two middlewares: {added:+.0f} us per request")
+    print(
+        f"rounds: daphne {len(full_net.rounds)} x {options.requests} requests over "
+        f"{options.connections} connections per stack; in-process {len(full_loc.rounds)} x "
+        f"{options.inprocess} requests per stack"
+    )
+    verdict = "meets" if min(net_ratio, loc_ratio) >= TARGET_RATIO else "MISSES"
+    print(f"target ratio >= {TARGET_RATIO}: {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per measurement (6)")
+    parser.add_argument("--requests", type=int, default=300, help="daphne requests per round")
+    parser.add_argument("--connections", type=int, default=4, help="keep-alive connections")
+    parser.add_argument("--inprocess", type=int, default=300, help="in-process requests/round")
+    parser.add_argument("--max-seconds", type=float, default=300, help="time limit per part")
+    options = parser.parse_args()
+    if not (1 <= options.connections <= options.requests and options.rounds >= 1):
+        parser.error("need rounds >= 1 and 1 <= connections <= requests")
+
+    with tempfile.TemporaryDirectory(prefix="ncp-bench-") as var_dir:
+        env = bench_env(var_dir, secrets.token_urlsafe(16))
+        print("Preparing a throw-away database with synthetic demo data...", flush=True)
+        prepare_database(env)
+        print("(a) daphne, full vs baseline...", flush=True)
+        network = over_daphne(env, options, time.monotonic() + options.max_seconds)
+        print("(b) in-process ASGI handler, full vs baseline...", flush=True)
+        local = in_process(env, options, time.monotonic() + options.max_seconds)
+        report(network, local, options)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.middleware.csrf import get_token
 from django.test import RequestFactory
@@ -106,3 +108,9 @@ def test_status_is_passive_and_counts_without_values(with_patient_data):
     assert body["keys"] == ["current_patient_id", "patient_cda_*", "patient_summary"]
     assert 0 < body["seconds_until_timeout"] <= 30 * 60
     assert "SYN" not in str(body)
+
+
+def test_status_counts_down_to_the_absolute_lifetime_too(with_patient_data):
+    with_patient_data.rewrite(since=time.time() - (12 * 60 - 2) * 60)
+    left = with_patient_data.get("/api/session-status/").json()["seconds_until_timeout"]
+    assert 0 < left <= 120

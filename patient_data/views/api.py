@@ -120,11 +120,18 @@ async def session_status(request: HttpRequest) -> JsonResponse:
         "idle_seconds": round(idle, 1),
         "timeout_seconds": conf.PATIENT_SESSION_TIMEOUT * 60,
         "max_inactive_seconds": conf.PATIENT_MAX_INACTIVE_TIME * 60,
-        "seconds_until_timeout": max(0.0, round(conf.PATIENT_SESSION_TIMEOUT * 60 - idle, 1))
-        if keys
-        else None,
+        "seconds_until_timeout": _seconds_left(info, now, idle) if keys else None,
     }
     return JsonResponse(body)
+
+
+def _seconds_left(info: dict, now: float, idle: float) -> float:
+    """Until the first of the idle timeout and the absolute lifetime clears the data."""
+    left = conf.PATIENT_SESSION_TIMEOUT * 60 - idle
+    since = info.get("since")
+    if since is not None:
+        left = min(left, conf.PATIENT_SESSION_MAX_AGE * 60 - (now - since))
+    return max(0.0, round(left, 1))
 
 
 def csrf_failure(request: HttpRequest, reason: str = ""):

@@ -25,14 +25,17 @@ def read(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def stamped_for_store(meta: dict[str, Any], now: float, epoch: int) -> dict[str, Any]:
-    """Bookkeeping after a patient value is stored at ``now`` under ``epoch``."""
+    """Bookkeeping after a patient value is stored at ``now`` under ``epoch``.
+
+    ``seen`` is only set when missing: activity is the middleware's (throttled) business.
+    """
     updated = dict(meta)
     updated.setdefault("ref", secrets.token_hex(16))
     updated.setdefault("gen", 0)
+    updated.setdefault("seen", now)
     if updated.get("since") is None:
         updated["since"] = now
         updated["epoch"] = epoch
-    updated["seen"] = now
     return updated
 
 

@@ -19,6 +19,8 @@ from patient_data import epoch
 from patient_data import meta as session_meta
 from patient_data.registry import META_KEY, UnregisteredPatientKey, get_registry
 
+_MISSING = object()
+
 
 def _session_of(target: Any) -> SessionBase:
     return target if isinstance(target, SessionBase) else target.session
@@ -33,10 +35,16 @@ def _check(key: str) -> None:
 
 
 def store(target: Any, key: str, value: Any) -> None:
-    """Put a patient value into the session under a registered key."""
+    """Put a patient value into the session under a registered key.
+
+    Storing the value the session already holds writes nothing, so re-opening the same
+    patient does not rewrite the session.
+    """
     _check(key)
     session = _session_of(target)
     info = session_meta.read({META_KEY: session.get(META_KEY)})
+    if info.get("since") is not None and session.get(key, _MISSING) == value:
+        return
     session[key] = value
     session[META_KEY] = session_meta.stamped_for_store(info, time.time(), epoch.current())
 
@@ -46,6 +54,8 @@ async def astore(target: Any, key: str, value: Any) -> None:
     _check(key)
     session = _session_of(target)
     info = session_meta.read({META_KEY: await session.aget(META_KEY)})
+    if info.get("since") is not None and await session.aget(key, _MISSING) == value:
+        return
     await session.aset(key, value)
     await session.aset(
         META_KEY, session_meta.stamped_for_store(info, time.time(), await epoch.acurrent())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from django.db import connections, router, transaction
+
 from patient_data.models import CleanupEvent
 
 if TYPE_CHECKING:
@@ -36,7 +38,32 @@ async def arecord(cleanup: Cleanup) -> CleanupEvent:
 
 
 def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
-    """Insert many rows in batches (bulk commands); returns how many were written."""
+    """Insert many rows in batches (bulk commands); returns how many were written.
+
+    Fields are prepared by Django as ``bulk_create`` would, then sent with ``COPY`` on
+    PostgreSQL and one prepared INSERT with ``executemany`` elsewhere: compiling
+    ``bulk_create``'s multi-row statement cost more than the inserts in a bulk cleanup.
+    """
+    using = router.db_for_write(CleanupEvent)
+    connection = connections[using]
+    fields = [field for field in CleanupEvent._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    table = quote(CleanupEvent._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608 - model names
+    copy = f"COPY {table} ({columns}) FROM STDIN"
     rows = [_row(cleanup) for cleanup in cleanups]
-    CleanupEvent.objects.bulk_create(rows, batch_size=batch_size)
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        for start in range(0, len(rows), batch_size):
+            params = [
+                [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+                for row in rows[start : start + batch_size]
+            ]
+            if connection.vendor == "postgresql":
+                with cursor.copy(copy) as stream:
+                    for values in params:
+                        stream.write_row(values)
+            else:
+                cursor.executemany(sql, params)
     return len(rows)

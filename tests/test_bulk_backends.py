@@ -118,3 +118,18 @@ def test_progress_bar_only_on_a_terminal_outside_ci(monkeypatch):
     in_ci = Terminal()
     Progress(in_ci, 10, interval=0).advance(5)
     assert in_ci.getvalue() == ""
+
+
+def test_record_many_writes_the_same_rows_as_record(db):
+    from patient_data import audit
+    from patient_data.cleanup import Cleanup
+    from patient_data.models import CleanupEvent
+
+    cleanup = Cleanup("clear_patient_data", "bulk_cleanup", "command", 2, ("patient_cda_*",), "ab")
+    audit.record(cleanup)
+    assert audit.record_many([cleanup] * 3, batch_size=2) == 3
+    fields = ("action", "reason", "source", "actor_id", "session_ref", "items_cleared", "keys")
+    rows = list(CleanupEvent.objects.order_by("id").values_list(*fields))
+    assert rows == [rows[0]] * 4
+    assert rows[0][-1] == ["patient_cda_*"]
+    assert CleanupEvent.objects.filter(created_at__isnull=True).count() == 0

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 
 from patient_data.bulk.sweep import Sweep
 from patient_data.models import CleanupEvent
@@ -49,6 +50,7 @@ class SlowRequest(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - reported to the test thread
             self.error = exc
         finally:
+            connections.close_all()  # this thread's connection must not outlive the test
             self.saved.set()
 
 
@@ -104,7 +106,12 @@ def test_real_slow_request_during_a_bulk_run(kind):
     test_urls.SLOW_LOADED.clear()
     test_urls.SLOW_RELEASE.clear()
     result = {}
-    slow = threading.Thread(target=lambda: result.update(r=browser.get("/_test/slow-note/")))
+
+    def request() -> None:
+        result["r"] = browser.get("/_test/slow-note/")
+        connections.close_all()
+
+    slow = threading.Thread(target=request)
     slow.start()
     try:
         assert test_urls.SLOW_LOADED.wait(timeout=10)

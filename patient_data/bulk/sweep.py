@@ -11,10 +11,10 @@ session, so one bad session never aborts the run.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -70,6 +70,7 @@ class Report:
 class _Plan:
     stored: Stored
     decision: Decision
+    cleanup: Cleanup
     data: dict[str, Any] | None = None
     keys: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +106,7 @@ class Sweep:
         self.on_page = on_page or (lambda scanned: None)
         self.on_cleanup = on_cleanup or (lambda cleanup: None)
         self.users = Users()
+        self.registry = get_registry()
         self.report = Report(backend.name, dry_run=dry_run)
         self._entries: set[str] = set()
 
@@ -142,27 +144,29 @@ class Sweep:
         except Undecodable:
             self.report.undecodable += 1
             return {} if self.remove_undecodable else None
-        return data if get_registry().patient_keys(data) else None
+        return data if self.registry.patient_keys(data) else None
 
-    def _plan(self, stored: Stored, data: dict[str, Any], now: float) -> _Plan | None:
+    def _plan(self, stored: Stored, data: dict[str, Any], now: datetime) -> _Plan | None:
         if not data:
-            return _Plan(stored, Decision(DELETE, UNDECODABLE_SESSION))
+            decision = Decision(DELETE, UNDECODABLE_SESSION)
+            return _Plan(stored, decision, self._cleanup(stored, decision, []))
         mtime = stored.mtime_ns / 1e9 if stored.mtime_ns is not None else None
         decision = self.selection.decide(
             data,
-            expired=self.backend.expired(stored, data, timezone.now()),
+            expired=self.backend.expired(stored, data, now),
             user_ok=self.users.ok(data),
-            now=now,
+            now=now.timestamp(),
             mtime=mtime,
         )
         if decision is None:
             return None
-        keys = get_registry().patient_keys(data)
-        return _Plan(stored, decision, data, keys, session_meta.with_ref(session_meta.read(data)))
+        keys = self.registry.patient_keys(data)
+        info = session_meta.with_ref(session_meta.read(data))
+        return _Plan(stored, decision, self._cleanup(stored, decision, keys), data, keys, info)
 
     def _plans(self, found: list[tuple[Stored, dict[str, Any]]]) -> list[_Plan]:
         self.users.load(data for _, data in found)
-        now = time.time()
+        now = timezone.now()
         plans = [self._plan(stored, data, now) for stored, data in found]
         return [plan for plan in plans if plan is not None]
 
@@ -219,7 +223,7 @@ class Sweep:
                 generations.update(guard.bump_many(fresh))
                 if not plans:
                     break
-            audit.record_many(self._cleanup(plan) for plan in done)
+            audit.record_many(plan.cleanup for plan in done)
         return done, len(plans)
 
     def _reread(self, keys: list[str]) -> list[_Plan]:
@@ -240,25 +244,26 @@ class Sweep:
         data[META_KEY] = session_meta.after_cleanup(plan.info, generation)
         return data
 
-    def _cleanup(self, plan: _Plan) -> Cleanup:
+    def _cleanup(self, stored: Stored, decision: Decision, keys: list[str]) -> Cleanup:
         action = (
             CleanupEvent.Action.END_SESSION
-            if plan.decision.action == DELETE
+            if decision.action == DELETE
             else CleanupEvent.Action.CLEAR_PATIENT_DATA
         )
         return Cleanup(
             action=action,
-            reason=plan.decision.reason,
+            reason=decision.reason,
             source=self.source,
-            items_cleared=len(plan.keys),
-            keys=tuple(get_registry().entries(plan.keys)),
-            session_ref=session_ref(plan.stored.key),
+            items_cleared=len(keys),
+            keys=tuple(self.registry.entries(keys)),
+            session_ref=session_ref(stored.key),
         )
 
     def _done(self, plans: list[_Plan]) -> None:
         report = self.report
+        signal = not self.dry_run and patient_session_cleared.has_listeners(Cleanup)
         for plan in plans:
-            cleanup = self._cleanup(plan)
+            cleanup = plan.cleanup
             if plan.decision.reason == UNDECODABLE_SESSION:
                 report.undecodable_removed += 1
             else:
@@ -267,7 +272,7 @@ class Sweep:
                 report.deleted += plan.decision.action == DELETE
             report.reasons[plan.decision.reason] += 1
             self._entries.update(cleanup.keys)
-            if not self.dry_run:
+            if signal:
                 patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
             self.on_cleanup(cleanup)
 

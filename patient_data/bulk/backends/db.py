@@ -1,9 +1,9 @@
 """``db`` and ``cached_db`` sessions: rows of the session model.
 
-Pages are read by key range (no long-lived cursor, constant memory). A write locks the rows it
-changes (``SELECT ... FOR UPDATE``; on SQLite the IMMEDIATE transaction holds the write lock),
-compares them with what was read and writes the unchanged ones in one statement:
-``UPDATE ... FROM (VALUES ...)`` on PostgreSQL, ``executemany`` elsewhere.
+Pages are read by key range (no long-lived cursor, constant memory). Writes compare and set
+``session_data`` in the statement itself (``UPDATE ... WHERE session_key = %s AND
+session_data = %s``, ``executemany`` in one transaction: pipelined on PostgreSQL), so a row a
+request changed since it was read is left alone and reported back.
 """
 
 from __future__ import annotations
@@ -51,60 +51,59 @@ class DatabaseBackend(Backend):
             yield page
             last = page[-1].key
 
-    def fetch(self, keys: list[str], *, lock: bool = False) -> dict[str, Stored]:
+    def fetch(self, keys: list[str]) -> dict[str, Stored]:
         found = {}
         for start in range(0, len(keys), CHUNK):
             query = self._rows().filter(session_key__in=keys[start : start + CHUNK])
-            if lock:
-                query = query.select_for_update().order_by("session_key")
             found.update((key, Stored(key, raw, expires)) for key, raw, expires in query)
         return found
 
     def apply(self, updates: list[tuple[Stored, dict]], deletes: list[Stored]) -> set[str]:
-        expected = {stored.key: stored.raw for stored, _ in updates}
-        expected.update((stored.key, stored.raw) for stored in deletes)
+        writes = [(stored.key, stored.raw, self.encode(data)) for stored, data in updates]
         with transaction.atomic(using=self.using):
-            current = self.fetch(sorted(expected), lock=True)
-            conflicts = {
-                key
-                for key, raw in expected.items()
-                if key not in current or current[key].raw != raw
-            }
-            writes = [
-                (stored.key, self.encode(data))
-                for stored, data in updates
-                if stored.key not in conflicts
-            ]
-            gone = [stored.key for stored in deletes if stored.key not in conflicts]
-            self._update(writes)
-            for start in range(0, len(gone), CHUNK):
-                chunk = gone[start : start + CHUNK]
-                self.model._default_manager.using(self.using).filter(session_key__in=chunk).delete()
-            self.written([key for key, _ in writes] + gone)
-        return conflicts
+            written = self._update(writes)
+            removed = self._delete(deletes)
+            self.written(sorted(written | removed))
+        planned = {key for key, _, _ in writes} | {stored.key for stored in deletes}
+        return planned - written - removed
 
-    def _update(self, writes: list[tuple[str, str]]) -> None:
+    def _sql(self) -> tuple[str, str, str]:
+        quote = connections[self.using].ops.quote_name
+        return quote(self.model._meta.db_table), quote("session_key"), quote("session_data")
+
+    def _update(self, writes: list[tuple[str, str, str]]) -> set[str]:
+        """Compare-and-set: a row is written only if it still holds what was read."""
         if not writes:
-            return
-        connection = connections[self.using]
-        quote = connection.ops.quote_name
-        table = quote(self.model._meta.db_table)
-        key, data = quote("session_key"), quote("session_data")
-        with connection.cursor() as cursor:
-            if connection.vendor != "postgresql":
-                cursor.executemany(
-                    f"UPDATE {table} SET {data} = %s WHERE {key} = %s",  # noqa: S608 - names from the model
-                    [(new, session_key) for session_key, new in writes],
-                )
-                return
-            for start in range(0, len(writes), CHUNK):
-                chunk = writes[start : start + CHUNK]
-                values = ", ".join(["(%s, %s)"] * len(chunk))
-                cursor.execute(
-                    f"UPDATE {table} SET {data} = v.data FROM (VALUES {values}) AS v(key, data) "  # noqa: S608
-                    f"WHERE {table}.{key} = v.key",
-                    [value for pair in chunk for value in pair],
-                )
+            return set()
+        table, key, data = self._sql()
+        with connections[self.using].cursor() as cursor:
+            # One statement, many parameter sets: one pipeline on psycopg 3, one prepared
+            # statement on SQLite; rowcount is the total.
+            cursor.executemany(
+                f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s",  # noqa: S608
+                [(new, session_key, old) for session_key, old, new in writes],
+            )
+            if cursor.rowcount == len(writes):
+                return {session_key for session_key, _, _ in writes}
+        # Some rows changed under us: the ones holding our new content are the written ones.
+        current = self.fetch([session_key for session_key, _, _ in writes])
+        return {
+            session_key
+            for session_key, _, new in writes
+            if session_key in current and current[session_key].raw == new
+        }
+
+    def _delete(self, deletes: list[Stored]) -> set[str]:
+        if not deletes:
+            return set()
+        table, key, data = self._sql()
+        with connections[self.using].cursor() as cursor:
+            cursor.executemany(
+                f"DELETE FROM {table} WHERE {key} = %s AND {data} = %s",  # noqa: S608
+                [(stored.key, stored.raw) for stored in deletes],
+            )
+        remaining = self.fetch([stored.key for stored in deletes])
+        return {stored.key for stored in deletes} - set(remaining)
 
     def written(self, keys: list[str]) -> None:
         """Called inside the write transaction with the keys just changed or removed."""

@@ -190,7 +190,12 @@ PHASES = {"populate": populate, "ceiling": ceiling, "sweep": sweep}
 
 
 def environment(backend: str, args, var_dir: str, prefix: str) -> dict:
-    env = {"NCP_VAR_DIR": var_dir, "DEBUG": "1", "PATIENT_LOG_LEVEL": "WARNING"}
+    env = {
+        "NCP_VAR_DIR": var_dir,
+        "DEBUG": "0",  # as in production: no query log
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "PATIENT_LOG_LEVEL": "WARNING",
+    }
     if backend == "postgres":
         env["DATABASE_URL"] = args.postgres.rsplit("/", 1)[0] + "/" + PG_DATABASE
     if backend == "redis":

@@ -37,9 +37,9 @@ def _user_ok(user: Any) -> bool:
 
 
 def _checks_generation_on_load(session: Any, info: dict[str, Any]) -> bool:
-    # Server-side stores are guarded at save time; a cookie can come back from a response
-    # built before the cleanup, so a client-side session is checked on the way in as well.
-    return bool(getattr(session, "client_side", False) and info.get("ref"))
+    # Every guarded store is checked at save time; stores where an older copy can come back
+    # by itself (see GuardedSessionMixin.verify_generation_on_load) are checked here as well.
+    return bool(getattr(session, "verify_generation_on_load", False) and info.get("ref"))
 
 
 def _log(target: Any, verdict: policy.Verdict, items: int) -> None:

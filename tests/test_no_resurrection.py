@@ -133,3 +133,20 @@ def test_cleanup_bumps_the_generation(engine):
     cleanup.clear_patient_session_data(engine.SessionStore(key))
     meta = engine.SessionStore(key).load()[META_KEY]
     assert meta["gen"] == 1  # the second cleanup found nothing to clear
+
+
+@pytest.mark.django_db
+def test_stale_cache_copy_of_a_cached_db_session_is_voided_on_the_way_in(clinician):
+    """A request that read the row just before a cleanup can refill the cache with it."""
+    with override_settings(SESSION_ENGINE="patient_data.sessions.cached_db"):
+        browser = Driver("sync")
+        browser.force_login(clinician)
+        browser.get("/_test/store/")
+        store = import_module(settings.SESSION_ENGINE).SessionStore(browser.session_key)
+        old_copy = store.load()
+        assert cleanup.clear_patient_session_data(store) == 3
+        store._cache.set(store.cache_key, old_copy)  # the late refill
+        response = browser.get("/_test/plain/")
+        assert response["X-Patient-Session-Cleared"] == "concurrent_cleanup"
+        assert "patient_summary" not in browser.stored()
+        assert "patient_summary" not in store._cache.get(store.cache_key)

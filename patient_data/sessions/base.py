@@ -11,8 +11,12 @@ from patient_data.registry import get_registry
 class GuardedSessionMixin:
     """Saves of blobs carrying patient data go through the cleanup-generation lock."""
 
-    #: True when the blob lives in the client (checked against the generation on load).
+    #: True when the blob lives in the client: a cleaned session must still be sent out.
     client_side = False
+    #: True when a copy written before a cleanup can come back on a later load (a cookie from
+    #: an older response, a cache refilled from a row read just before a bulk sweep): such
+    #: stores compare the generation on the way in, not only when saving.
+    verify_generation_on_load = False
 
     def save(self, must_create: bool = False) -> None:
         data = self._get_session(no_load=must_create)

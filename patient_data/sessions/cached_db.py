@@ -7,3 +7,5 @@ from patient_data.sessions.base import GuardedSessionMixin
 
 class SessionStore(GuardedSessionMixin, DjangoSessionStore):
     """Django's ``cached_db`` session store with the no-resurrection guard."""
+
+    verify_generation_on_load = True

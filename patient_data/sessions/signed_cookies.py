@@ -9,3 +9,4 @@ class SessionStore(GuardedSessionMixin, DjangoSessionStore):
     """Django's ``signed_cookies`` session store with the no-resurrection guard."""
 
     client_side = True
+    verify_generation_on_load = True

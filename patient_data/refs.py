@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-from django.utils.crypto import salted_hmac
+import hashlib
+import hmac
+from functools import lru_cache
 
 from patient_data.conf import conf
 
 REF_LENGTH = 32
+KEY_SALT = "patient_data.session_ref"
+
+
+@lru_cache(maxsize=8)
+def _derived_key(secret: str) -> bytes:
+    # What django.utils.crypto.salted_hmac derives on every call; bulk runs hash every
+    # cleaned session, so it is derived once per secret here.
+    return hashlib.sha256((KEY_SALT + secret).encode()).digest()
 
 
 def session_ref(session_key: str | None) -> str:
     """A keyed hash (HMAC-SHA256, 128 bits shown) of a session key; ``"-"`` when there is none.
 
     Stable for one key and secret, so audit rows, logs and monitor events about the same
-    session can be correlated without ever storing the key itself.
+    session can be correlated without ever storing the key itself. Equal to
+    ``salted_hmac(KEY_SALT, key, secret=PATIENT_SESSION_HASH_KEY, algorithm="sha256")``.
     """
     if not session_key:
         return "-"
-    digest = salted_hmac(
-        "patient_data.session_ref",
-        session_key,
-        secret=conf.PATIENT_SESSION_HASH_KEY,
-        algorithm="sha256",
-    )
-    return digest.hexdigest()[:REF_LENGTH]
+    key = _derived_key(conf.PATIENT_SESSION_HASH_KEY)
+    return hmac.new(key, session_key.encode(), hashlib.sha256).hexdigest()[:REF_LENGTH]

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
 from patient_data.conf import conf
 
 # Bookkeeping kept in the session next to the patient data: never patient data itself.
@@ -52,14 +55,19 @@ class Registry:
         return sorted(found)  # type: ignore[arg-type]
 
 
-_cache: tuple[tuple, Registry] | None = None
+_cache: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The registry for the current settings (rebuilt when the settings change)."""
+    """The registry for the current settings (built once, rebuilt when they change)."""
     global _cache
-    signature = (conf.PATIENT_SESSION_KEYS, conf.PATIENT_SESSION_KEY_PREFIXES)
-    if _cache is None or _cache[0] != signature:
-        keys, prefixes = signature
-        _cache = (signature, Registry(frozenset(keys), tuple(prefixes)))
-    return _cache[1]
+    if _cache is None:
+        _cache = Registry(frozenset(conf.PATIENT_SESSION_KEYS), conf.PATIENT_SESSION_KEY_PREFIXES)
+    return _cache
+
+
+@receiver(setting_changed)
+def _forget(setting: str, **kwargs) -> None:
+    global _cache
+    if setting in {"PATIENT_SESSION_KEYS", "PATIENT_SESSION_KEY_PREFIXES"}:
+        _cache = None

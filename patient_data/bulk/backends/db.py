@@ -1,9 +1,10 @@
 """``db`` and ``cached_db`` sessions: rows of the session model.
 
 Pages are read by key range (no long-lived cursor, constant memory). Writes compare and set
-``session_data`` in the statement itself (``UPDATE ... WHERE session_key = %s AND
-session_data = %s``, ``executemany`` in one transaction: pipelined on PostgreSQL), so a row a
-request changed since it was read is left alone and reported back.
+``session_data`` in the statement itself, so a row a request changed since it was read is left
+alone and reported back: on PostgreSQL one ``UPDATE ... FROM (VALUES ...) RETURNING`` per
+chunk, on SQLite ``UPDATE ... WHERE session_key = %s AND session_data = %s`` with
+``executemany`` in one transaction.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class DatabaseBackend(Backend):
         """Compare-and-set: a row is written only if it still holds what was read."""
         if not writes:
             return set()
+        if connections[self.using].vendor == "postgresql":
+            return self._returning(
+                "UPDATE {table} AS s SET {data} = v.new FROM (VALUES {values}) AS v(k, old, new) "
+                "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
+                [(session_key, old, new) for session_key, old, new in writes],
+            )
         table, key, data = self._sql()
         with connections[self.using].cursor() as cursor:
             # One statement, many parameter sets: one pipeline on psycopg 3, one prepared
@@ -93,9 +100,30 @@ class DatabaseBackend(Backend):
             if session_key in current and current[session_key].raw == new
         }
 
+    def _returning(self, template: str, rows: list[tuple]) -> set[str]:
+        """PostgreSQL: one statement per CHUNK rows joined to a VALUES list; the keys it
+        really changed come back with RETURNING (a row changed under us does not match)."""
+        table, key, data = self._sql()
+        done: set[str] = set()
+        with connections[self.using].cursor() as cursor:
+            for start in range(0, len(rows), CHUNK):
+                chunk = rows[start : start + CHUNK]
+                width = len(chunk[0])
+                values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(chunk))
+                sql = template.format(table=table, key=key, data=data, values=values)
+                cursor.execute(sql, [value for row in chunk for value in row])
+                done.update(found for (found,) in cursor.fetchall())
+        return done
+
     def _delete(self, deletes: list[Stored]) -> set[str]:
         if not deletes:
             return set()
+        if connections[self.using].vendor == "postgresql":
+            return self._returning(
+                "DELETE FROM {table} AS s USING (VALUES {values}) AS v(k, old) "
+                "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
+                [(stored.key, stored.raw) for stored in deletes],
+            )
         table, key, data = self._sql()
         with connections[self.using].cursor() as cursor:
             cursor.executemany(

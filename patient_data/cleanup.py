@@ -22,7 +22,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from patient_data import audit, events, guard
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
-from patient_data.registry import META_KEY, get_registry
+from patient_data.registry import get_registry
 from patient_data.signals import patient_session_cleared
 
 logger = logging.getLogger("patient_data.cleanup")
@@ -75,10 +75,6 @@ def _result(target: Any, action: str, reason: str, source: str, actor: Any, keys
         session_ref=session_ref(_session_of(target).session_key),
         actor_id=_actor_id(target, actor),
     )
-
-
-def _patient_keys(data: dict[str, Any]) -> list[str]:
-    return get_registry().patient_keys(data)
 
 
 def _finish(target: Any, cleanup: Cleanup) -> int:
@@ -189,14 +185,16 @@ async def aend_session(target: Any, *, reason: str, source: str, actor: Any = No
 
 def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Record a session that was flushed by other code; ``before`` is its earlier content."""
-    cleanup = _result(target, "end_session", reason, source, None, _patient_keys(before))
+    keys = get_registry().patient_keys(before)
+    cleanup = _result(target, CleanupEvent.Action.END_SESSION, reason, source, None, keys)
     _announce(cleanup)
     return cleanup.items_cleared
 
 
 async def arecord_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Async twin of :func:`record_lost`."""
-    cleanup = _result(target, "end_session", reason, source, None, _patient_keys(before))
+    keys = get_registry().patient_keys(before)
+    cleanup = _result(target, CleanupEvent.Action.END_SESSION, reason, source, None, keys)
     await _aannounce(cleanup)
     return cleanup.items_cleared
 
@@ -215,7 +213,6 @@ def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwa
 
 
 __all__ = [
-    "META_KEY",
     "Cleanup",
     "aclear_patient_session_data",
     "aend_session",

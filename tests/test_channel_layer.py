@@ -1,0 +1,31 @@
+"""The channel layer as configured from REDIS_URL survives idle sockets (TRAPS.md:
+channels-redis 4.3 + redis-py 8 tear consumers down after 5 s idle unless socket_timeout is
+lifted; django/channels_redis#422)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+pytestmark = pytest.mark.skipif(
+    not settings.REDIS_URL, reason="REDIS_URL not set: the in-memory layer is in use"
+)
+
+
+def test_the_layer_is_channels_redis_without_a_read_timeout():
+    config = settings.CHANNEL_LAYERS["default"]
+    assert config["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert all(host["socket_timeout"] is None for host in config["CONFIG"]["hosts"])
+
+
+async def test_a_receive_idle_for_longer_than_redis_timeouts_keeps_working():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    # 11 s with nothing to read: redis-py 8's default 5 s socket timeout would raise here.
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), timeout=11)
+    await layer.send(channel, {"type": "still.alive"})
+    assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "still.alive"

@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from patient_data.batches import batched  # noqa: E402  (needs ROOT on the path)
+
 PG_DATABASE = "ncp_bench_bulk"
 CHUNK = 5000
 USERS = 50
@@ -222,19 +226,8 @@ def drop_redis_prefix(url: str, prefix: str) -> None:
     import redis
 
     client = redis.Redis.from_url(url)
-    for keys in _batched(client.scan_iter(match=f"{prefix}:*", count=5000), 5000):
+    for keys in batched(client.scan_iter(match=f"{prefix}:*", count=5000), 5000):
         client.delete(*keys)
-
-
-def _batched(iterable, size):
-    batch = []
-    for item in iterable:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def run_backend(backend: str, args) -> dict:
@@ -284,7 +277,6 @@ def main() -> None:
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        sys.path.insert(0, str(ROOT))
         setup({})
         print(json.dumps(PHASES[args.phase](args.sessions)))
         return

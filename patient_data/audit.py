@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from patient_data.batches import batched
 from patient_data.models import CleanupEvent
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
 
     written = 0
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        for batch in _batches(cleanups, batch_size):
+        for batch in batched(cleanups, batch_size):
             params = [values(cleanup) for cleanup in batch]
             if connection.vendor == "postgresql":
                 with cursor.copy(copy) as stream:
@@ -91,14 +92,3 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
                 cursor.executemany(sql, params)
             written += len(params)
     return written
-
-
-def _batches(items: Iterable, size: int) -> Iterable[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

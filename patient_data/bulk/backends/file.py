@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 
+from patient_data.batches import batched
 from patient_data.bulk.backends.base import Backend, Stored
 
 
@@ -54,16 +55,8 @@ class FileBackend(Backend):
         return sum(1 for _ in self._keys())
 
     def pages(self, size: int) -> Iterator[list[Stored]]:
-        page: list[Stored] = []
-        for key in self._keys():
-            stored = self._read(key)
-            if stored is not None:
-                page.append(stored)
-            if len(page) >= size:
-                yield page
-                page = []
-        if page:
-            yield page
+        readable = (stored for stored in map(self._read, self._keys()) if stored is not None)
+        yield from batched(readable, size)
 
     def fetch(self, keys: list[str]) -> dict[str, Stored]:
         found = {key: self._read(key) for key in keys}

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/request_overhead.py
 
-(a) requests/s of two daphne processes on 127.0.0.1 serving a patient page (``/patients/<id>/``
+(a) requests/s of two daphne processes on 127.0.0.1 serving a patient page (``/patients/<ref>/``
 of a logged-in clinician, a session holding patient data): one with the full middleware stack,
 one with ``bench.settings_without_patient_middleware``. Rounds alternate which server goes
 first, so drifting machine load hits both alike.
@@ -154,10 +154,17 @@ class Browser:
         self.connection.close()
 
 
-def first_patient_id(browser: Browser) -> str:
-    status, _, page = browser.request("GET", "/patients/?patient_id=SYN-")
-    found = re.search(r'href="/patients/(SYN-[A-Z]{2}-\d{6})/"', page.decode())
-    if status != 200 or found is None:
+def first_patient_path(browser: Browser) -> str:
+    """Search as the page does (a POST with the CSRF token); the first result's address."""
+    status, _, page = browser.request("GET", "/patients/")
+    token = CSRF_INPUT.search(page.decode())
+    if status != 200 or token is None:
+        raise RuntimeError(f"patient search page: HTTP {status}")
+    form = {"csrfmiddlewaretoken": token.group(1), "patient_id": "SYN-"}
+    status, _, _ = browser.request("POST", "/patients/", urlencode(form))
+    _, _, page = browser.request("GET", "/patients/")
+    found = re.search(r'href="(/patients/[0-9a-f]{32}/)"', page.decode())
+    if status != 302 or found is None:
         raise RuntimeError(f"patient search: HTTP {status}")
     return found.group(1)
 
@@ -219,7 +226,7 @@ def over_daphne(env: dict[str, str], options: argparse.Namespace, until: float) 
         for label, (_, port) in servers.items():
             browser = Browser(port)
             browser.login(env["BENCH_PASSWORD"])
-            path = f"/patients/{first_patient_id(browser)}/"
+            path = first_patient_path(browser)
             status, headers, _ = browser.request("GET", path)
             shows_headers = headers.get("X-Patient-Data-Page") == "true"
             if status != 200 or shows_headers != (label == "full"):
@@ -289,6 +296,7 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
 
     from bench import settings_without_patient_middleware as baseline_settings
     from patient_data.models import DemoPatient
+    from patient_data.refs import patient_ref
 
     # The handler builds its middleware chain once, when it is created.
     apps = {"full": ASGIHandler()}
@@ -297,12 +305,13 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
     patient = DemoPatient.objects.order_by("patient_id").first()
     scopes = {}
     for label in apps:
-        client = Client()
+        client = Client(HTTP_HOST=HOST)
         if not client.login(username=USERNAME, password=env["BENCH_PASSWORD"]):
             raise RuntimeError("in-process login failed")
+        client.post("/patients/", {"patient_id": patient.patient_id})  # the search comes first
         session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
         cookie = f"{settings.SESSION_COOKIE_NAME}={session_key}"
-        scopes[label] = asgi_scope(f"/patients/{patient.patient_id}/", cookie)
+        scopes[label] = asgi_scope(f"/patients/{patient_ref(patient.patient_id)}/", cookie)
 
     async def repeat(label: str, count: int) -> None:
         for _ in range(count):

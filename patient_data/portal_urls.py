@@ -19,5 +19,5 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("patients/", portal.patient_search, name="patient_search"),
-    path("patients/<str:patient_id>/", portal.patient_summary, name="patient_summary"),
+    path("patients/<slug:ref>/", portal.patient_summary, name="patient_summary"),
 ]

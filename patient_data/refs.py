@@ -10,13 +10,19 @@ from patient_data.conf import conf
 
 REF_LENGTH = 32
 KEY_SALT = "patient_data.session_ref"
+PATIENT_SALT = "patient_data.patient_ref"
 
 
 @lru_cache(maxsize=8)
-def _derived_key(secret: str) -> bytes:
+def _derived_key(salt: str, secret: str) -> bytes:
     # What django.utils.crypto.salted_hmac derives on every call; bulk runs hash every
     # cleaned session, so it is derived once per secret here.
-    return hashlib.sha256((KEY_SALT + secret).encode()).digest()
+    return hashlib.sha256((salt + secret).encode()).digest()
+
+
+def _keyed(salt: str, value: str) -> str:
+    key = _derived_key(salt, conf.PATIENT_SESSION_HASH_KEY)
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:REF_LENGTH]
 
 
 def session_ref(session_key: str | None) -> str:
@@ -28,5 +34,10 @@ def session_ref(session_key: str | None) -> str:
     """
     if not session_key:
         return "-"
-    key = _derived_key(conf.PATIENT_SESSION_HASH_KEY)
-    return hmac.new(key, session_key.encode(), hashlib.sha256).hexdigest()[:REF_LENGTH]
+    return _keyed(KEY_SALT, session_key)
+
+
+def patient_ref(patient_id: str) -> str:
+    """An opaque reference to a patient for URLs: identifiers never reach a URL, and with it
+    no access log, proxy log or browser history (ASVS 14.2.1)."""
+    return _keyed(PATIENT_SALT, patient_id)

@@ -114,9 +114,14 @@ def test_a_clinician_session_on_daphne(server):
     )
     assert status == 200 and "patient_session_cleanup.js" in page
 
-    status, _, page = browser.open("/patients/?patient_id=SYN-")
-    patient_id = re.search(r'href="/patients/(SYN-[A-Z]{2}-\d{6})/"', page).group(1)
-    status, headers, page = browser.open(f"/patients/{patient_id}/")
+    token = browser.cookie("csrftoken")
+    status, _, page = browser.open(
+        "/patients/", {"csrfmiddlewaretoken": token, "patient_id": "SYN-"}
+    )
+    assert status == 200
+    link = re.search(r'href="(/patients/[0-9a-f]{32}/)">(SYN-[A-Z]{2}-\d{6})<', page)
+    path, patient_id = link.groups()
+    status, headers, page = browser.open(path)
     assert status == 200 and patient_id in page
     assert headers["X-Patient-Data-Page"] == "true"
     assert headers["Cache-Control"] == "no-cache, no-store, must-revalidate"

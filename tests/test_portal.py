@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 import pytest
@@ -9,9 +10,11 @@ from django.core.management import call_command
 from django.test import AsyncClient, Client
 
 from patient_data.models import CleanupEvent, DemoPatient
+from patient_data.refs import patient_ref
 from patient_data.registry import META_KEY, get_registry
 
 PASSWORD = "portal-test-password-41"
+SEARCH_KEYS = {"prefill_search_form", "patient_search_results"}
 SUMMARY_KEYS = {
     "current_patient_id",
     "patient_demographics",
@@ -40,7 +43,17 @@ def patient_keys(session) -> set[str]:
     return set(get_registry().patient_keys(list(session.keys())))
 
 
-@pytest.mark.parametrize("path", ["/patients/", "/patients/SYN-BE-000001/"])
+def summary_url(patient: DemoPatient) -> str:
+    return f"/patients/{patient_ref(patient.patient_id)}/"
+
+
+def open_patient(client: Client, patient: DemoPatient):
+    """What a clinician does: search for the patient, then open the result."""
+    client.post("/patients/", {"patient_id": patient.patient_id})
+    return client.get(summary_url(patient))
+
+
+@pytest.mark.parametrize("path", ["/patients/", "/patients/0123456789abcdef0123456789abcdef/"])
 def test_patient_pages_require_login(client: Client, patient: DemoPatient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 302
@@ -68,9 +81,9 @@ def test_login_page_signs_in_and_says_the_data_is_synthetic(
 def test_search_stores_the_form_and_the_results_under_registered_keys(
     signed_in: Client, patient: DemoPatient
 ) -> None:
-    response = signed_in.get("/patients/", {"patient_id": patient.patient_id})
+    response = signed_in.post("/patients/", {"patient_id": patient.patient_id}, follow=True)
 
-    assert response.status_code == 200
+    assert response.redirect_chain == [("/patients/", 302)]
     assert patient.patient_id in response.text
     session = signed_in.session
     assert session["prefill_search_form"] == {
@@ -87,7 +100,7 @@ def test_search_by_name_and_country_matches_every_word(
     signed_in: Client, patient: DemoPatient
 ) -> None:
     name = f"{patient.given_name} {patient.family_name}"
-    signed_in.get("/patients/", {"name": name.upper(), "country": patient.country})
+    signed_in.post("/patients/", {"name": name.upper(), "country": patient.country})
 
     found = signed_in.session["patient_search_results"]
     expected = DemoPatient.objects.filter(
@@ -99,19 +112,29 @@ def test_search_by_name_and_country_matches_every_word(
 def test_search_page_shows_the_last_search_from_the_session(
     signed_in: Client, patient: DemoPatient
 ) -> None:
-    signed_in.get("/patients/", {"patient_id": patient.patient_id})
+    signed_in.post("/patients/", {"patient_id": patient.patient_id})
 
     response = signed_in.get("/patients/")
 
     assert f'value="{patient.patient_id}"' in response.text
-    assert f"/patients/{patient.patient_id}/" in response.text
+    assert f'href="{summary_url(patient)}"' in response.text
+
+
+def test_no_identifier_ever_stands_in_a_url(signed_in: Client, patient: DemoPatient) -> None:
+    """Search terms go in a POST body, results link to opaque references (ASVS 14.2.1)."""
+    page = signed_in.post("/patients/", {"patient_id": patient.patient_id}, follow=True).text
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert summary_url(patient) in hrefs
+    assert not [href for href in hrefs if patient.patient_id in href or "?" in href]
+    assert '<form method="post"' in page
 
 
 def test_an_empty_search_is_refused_and_stores_nothing(
     signed_in: Client, patient: DemoPatient
 ) -> None:
-    response = signed_in.get("/patients/", {"name": " ", "patient_id": "", "country": ""})
+    response = signed_in.post("/patients/", {"name": " ", "patient_id": "", "country": ""})
 
+    assert response.status_code == 400
     assert "Enter a name, a patient ID or a country." in response.text
     assert patient_keys(signed_in.session) == set()
 
@@ -119,12 +142,12 @@ def test_an_empty_search_is_refused_and_stores_nothing(
 def test_summary_stores_several_registered_keys_and_sends_patient_page_headers(
     signed_in: Client, patient: DemoPatient
 ) -> None:
-    response = signed_in.get(f"/patients/{patient.patient_id}/")
+    response = open_patient(signed_in, patient)
 
     assert response.status_code == 200
     session = signed_in.session
     cda_key = f"patient_cda_{patient.patient_id}"
-    assert patient_keys(session) == SUMMARY_KEYS | {cda_key}
+    assert patient_keys(session) == SUMMARY_KEYS | {cda_key} | SEARCH_KEYS
     assert session["current_patient_id"] == patient.patient_id
     assert session["patient_demographics"]["birth_date"] == patient.birth_date.isoformat()
     assert session["patient_problems"] == patient.summary["problems"]
@@ -137,18 +160,29 @@ def test_summary_stores_several_registered_keys_and_sends_patient_page_headers(
     assert "data-patient-data" in response.text
 
 
-def test_unknown_patient_is_404_and_stores_nothing(signed_in: Client, patient: DemoPatient) -> None:
-    response = signed_in.get("/patients/SYN-XX-999999/")
+def test_unknown_reference_is_404_and_stores_nothing(
+    signed_in: Client, patient: DemoPatient
+) -> None:
+    response = signed_in.get(f"/patients/{patient_ref('SYN-XX-999999')}/")
 
     assert response.status_code == 404
     assert patient_keys(signed_in.session) == set()
 
 
+def test_only_patients_of_the_own_last_search_can_be_opened(
+    signed_in: Client, patient: DemoPatient
+) -> None:
+    other = DemoPatient.objects.exclude(pk=patient.pk).first()
+    signed_in.post("/patients/", {"patient_id": patient.patient_id})
+
+    assert signed_in.get(summary_url(other)).status_code == 404
+    assert signed_in.get(summary_url(patient)).status_code == 200
+
+
 def test_logout_clears_the_patient_data_and_records_it(
     signed_in: Client, patient: DemoPatient
 ) -> None:
-    signed_in.get("/patients/", {"patient_id": patient.patient_id})
-    signed_in.get(f"/patients/{patient.patient_id}/")
+    open_patient(signed_in, patient)
 
     response = signed_in.post("/accounts/logout/")
 
@@ -168,13 +202,13 @@ async def test_async_client_flow_search_summary_logout(patient: DemoPatient) -> 
     client = AsyncClient()
     assert await client.alogin(username="clinician", password=PASSWORD)
 
-    search = await client.get("/patients/", {"country": patient.country})
-    summary = await client.get(f"/patients/{patient.patient_id}/")
+    search = await client.post("/patients/", {"country": patient.country})
+    summary = await client.get(summary_url(patient))
     session = await client.asession()
     keys = set(get_registry().patient_keys(list(await session.akeys())))
     logout = await client.post("/accounts/logout/")
 
-    assert search.status_code == summary.status_code == 200
+    assert (search.status_code, summary.status_code) == (302, 200)
     assert patient.patient_id in (await session.aget("patient_search_results"))
     assert keys == SUMMARY_KEYS | {
         "prefill_search_form",

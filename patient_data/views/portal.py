@@ -11,13 +11,14 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import aget_object_or_404, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import aget_object_or_404, redirect, render
 
 from patient_data import patient_session
 from patient_data.decorators import patient_data_page
 from patient_data.forms import PatientSearchForm
 from patient_data.models import DemoPatient
+from patient_data.refs import patient_ref
 
 SEARCH_LIMIT = 50
 CDA_PREFIX = "patient_cda_"
@@ -55,21 +56,35 @@ async def _patients_in_order(patient_ids: list[str]) -> list[DemoPatient]:
 @login_required
 @patient_data_page
 async def patient_search(request: HttpRequest) -> HttpResponse:
-    """Search by name, patient ID or country; the last search is kept in the session."""
-    form = PatientSearchForm(request.GET) if request.GET else None
-    if form is not None and form.is_valid():
-        ids = [p.patient_id async for p in _matching(form.cleaned_data)[:SEARCH_LIMIT]]
-        await patient_session.astore(request, "prefill_search_form", form.cleaned_data)
-        await patient_session.astore(request, "patient_search_results", ids)
-    if form is None:
+    """Search by name, patient ID or country; the last search is kept in the session.
+
+    The search is a POST and the results link to opaque references: no identifier or name
+    ever stands in a URL (access logs, proxies, browser history).
+    """
+    if request.method == "POST":
+        form = PatientSearchForm(request.POST)
+        if form.is_valid():
+            ids = [p.patient_id async for p in _matching(form.cleaned_data)[:SEARCH_LIMIT]]
+            await patient_session.astore(request, "prefill_search_form", form.cleaned_data)
+            await patient_session.astore(request, "patient_search_results", ids)
+            return redirect("portal:patient_search")
+        status, ids = 400, None
+    else:
         form = PatientSearchForm(initial=await request.session.aget("prefill_search_form"))
-    ids = None if form.errors else await request.session.aget("patient_search_results")
-    context = {
-        "form": form,
-        "results": await _patients_in_order(ids) if ids is not None else None,
-        "limit": SEARCH_LIMIT,
-    }
-    return await arender(request, "patient_data/patient_search.html", context)
+        status, ids = 200, await request.session.aget("patient_search_results")
+    results = await _patients_in_order(ids) if ids is not None else None
+    for found in results or ():
+        found.ref = patient_ref(found.patient_id)
+    context = {"form": form, "results": results, "limit": SEARCH_LIMIT}
+    return await arender(request, "patient_data/patient_search.html", context, status=status)
+
+
+async def _from_last_search(request: HttpRequest, ref: str) -> DemoPatient:
+    """The patient behind ``ref`` among the clinician's own last search results (else 404)."""
+    for patient_id in await request.session.aget("patient_search_results") or ():
+        if patient_ref(patient_id) == ref:
+            return await aget_object_or_404(DemoPatient, patient_id=patient_id)
+    raise Http404("No such patient in your last search.")
 
 
 def _cda_document(patient: DemoPatient) -> dict[str, Any]:
@@ -102,9 +117,9 @@ async def _store_patient(request: HttpRequest, patient: DemoPatient) -> None:
 
 @login_required
 @patient_data_page
-async def patient_summary(request: HttpRequest, patient_id: str) -> HttpResponse:
-    """Load a synthetic patient into the session and show it from there."""
-    patient = await aget_object_or_404(DemoPatient, patient_id=patient_id)
+async def patient_summary(request: HttpRequest, ref: str) -> HttpResponse:
+    """Load a synthetic patient of the last search into the session and show it from there."""
+    patient = await _from_last_search(request, ref)
     await _store_patient(request, patient)
     session = request.session
     context = {

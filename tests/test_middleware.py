@@ -133,6 +133,7 @@ def test_user_request_records_activity(with_patient_data):
     ("path", "headers"),
     [
         ("/_test/passive/", {}),
+        ("/_test/sync-passive/", {}),
         ("/_test/plain/", {"X-Patient-Activity": "passive"}),
         ("/api/session-status/", {}),
         ("/static/js/nothing-here.js", {}),
@@ -185,8 +186,9 @@ def test_pages_without_patient_data_are_not_marked(logged_in):
     assert "frame-ancestors" not in response.get("Content-Security-Policy", "")
 
 
-def test_marked_views_get_the_headers_without_data(logged_in):
-    response = logged_in.get("/_test/marked/")
+@pytest.mark.parametrize("path", ["/_test/marked/", "/_test/sync-marked/"])
+def test_marked_views_get_the_headers_without_data(logged_in, path):
+    response = logged_in.get(path)
     assert response["X-Patient-Data-Page"] == "true"
 
 

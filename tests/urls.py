@@ -38,6 +38,17 @@ async def marked_view(request):
     return HttpResponse("marked")
 
 
+@patient_data_page
+def sync_marked_view(request):
+    return HttpResponse("marked")
+
+
+@passive_activity
+def sync_passive_view(request):
+    request.session.get("anything")
+    return HttpResponse("passive")
+
+
 @passive_activity
 async def passive_view(request):
     await request.session.aget("anything")
@@ -88,6 +99,8 @@ urlpatterns = [
     path("_test/sync-store/", sync_store_view),
     path("_test/plain/", plain_view),
     path("_test/marked/", marked_view),
+    path("_test/sync-marked/", sync_marked_view),
+    path("_test/sync-passive/", sync_passive_view),
     path("_test/passive/", passive_view),
     path("_test/note/", note_view),
     path("_test/slow-note/", slow_note_view),

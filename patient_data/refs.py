@@ -22,7 +22,7 @@ def _derived_key(salt: str, secret: str) -> bytes:
 
 def _keyed(salt: str, value: str) -> str:
     key = _derived_key(salt, conf.PATIENT_SESSION_HASH_KEY)
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:REF_LENGTH]
+    return hmac.digest(key, value.encode(), "sha256").hex()[:REF_LENGTH]
 
 
 def session_ref(session_key: str | None) -> str:

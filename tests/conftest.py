@@ -79,6 +79,14 @@ class Driver:
         store.save()
 
 
+def browser_with_patient_data(user, kind: str = "sync", **client_kwargs) -> Driver:
+    """A logged-in client whose session holds the three test patient items."""
+    browser = Driver(kind, **client_kwargs)
+    browser.force_login(user)
+    assert browser.get("/_test/store/").status_code == 200
+    return browser
+
+
 @pytest.fixture(params=["sync", "async"])
 def driver(request, db) -> Driver:
     return Driver(request.param)

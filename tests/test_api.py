@@ -10,7 +10,7 @@ from django.test import RequestFactory
 
 from patient_data import cleanup
 from patient_data.models import CleanupEvent
-from tests.conftest import Driver
+from tests.conftest import browser_with_patient_data
 
 CLEAR = "/api/clear-patient-session/"
 EMERGENCY = "/api/emergency-session-cleanup/"
@@ -60,9 +60,7 @@ def test_other_methods_get_a_json_405(logged_in, path):
 @pytest.mark.parametrize("path", [CLEAR, EMERGENCY])
 def test_cross_site_posts_are_refused(clinician, kind, path):
     """Original defect 7: the endpoints were csrf_exempt."""
-    attacker = Driver(kind, enforce_csrf_checks=True)
-    attacker.force_login(clinician)
-    attacker.get("/_test/store/")
+    attacker = browser_with_patient_data(clinician, kind, enforce_csrf_checks=True)
     response = attacker.post(path)
     assert response.status_code == 403
     assert response.json() == {
@@ -75,9 +73,7 @@ def test_cross_site_posts_are_refused(clinician, kind, path):
 
 
 def test_a_same_site_post_with_the_token_works(clinician):
-    browser = Driver("sync", enforce_csrf_checks=True)
-    browser.force_login(clinician)
-    browser.get("/_test/store/")
+    browser = browser_with_patient_data(clinician, enforce_csrf_checks=True)
     request = RequestFactory().get("/")
     token = get_token(request)
     browser.client.cookies["csrftoken"] = request.META["CSRF_COOKIE"]

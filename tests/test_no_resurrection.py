@@ -19,7 +19,7 @@ from patient_data import cleanup, patient_session
 from patient_data.models import CleanupEvent
 from patient_data.registry import META_KEY
 from tests import urls as test_urls
-from tests.conftest import Driver
+from tests.conftest import Driver, browser_with_patient_data
 
 ENGINES = [
     "patient_data.sessions.db",
@@ -110,9 +110,7 @@ def test_slow_request_during_a_cleanup(kind):
 @pytest.mark.django_db
 def test_stale_signed_cookie_is_voided_on_the_way_in(clinician):
     with override_settings(SESSION_ENGINE="patient_data.sessions.signed_cookies"):
-        browser = Driver("sync")
-        browser.force_login(clinician)
-        browser.get("/_test/store/")
+        browser = browser_with_patient_data(clinician)
         old_cookie = browser.session_key
         assert browser.post("/api/clear-patient-session/").json()["items_cleared"] == 3
         # a response built before the cleanup delivers the old cookie after it
@@ -139,9 +137,7 @@ def test_cleanup_bumps_the_generation(engine):
 def test_stale_cache_copy_of_a_cached_db_session_is_voided_on_the_way_in(clinician):
     """A request that read the row just before a cleanup can refill the cache with it."""
     with override_settings(SESSION_ENGINE="patient_data.sessions.cached_db"):
-        browser = Driver("sync")
-        browser.force_login(clinician)
-        browser.get("/_test/store/")
+        browser = browser_with_patient_data(clinician)
         store = import_module(settings.SESSION_ENGINE).SessionStore(browser.session_key)
         old_copy = store.load()
         assert cleanup.clear_patient_session_data(store) == 3

@@ -44,8 +44,9 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
 
     Values are prepared by the model's own fields, but once per distinct value (one timestamp
     per call, one JSON document per distinct key list) rather than once per row through model
-    instances; they go out with ``COPY`` on PostgreSQL and one prepared INSERT with
-    ``executemany`` elsewhere (``bulk_create`` compiled a statement costlier than the inserts).
+    instances; they go out with ``COPY`` on PostgreSQL and as one multi-row INSERT per batch
+    elsewhere: one call into the driver per batch, not one per row (``bulk_create`` compiled a
+    statement costlier than the inserts).
     """
     using = router.db_for_write(CleanupEvent)
     connection = connections[using]
@@ -54,8 +55,10 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     columns = ", ".join(quote(meta.get_field(name).column) for name in names)
-    placeholders = ", ".join(["%s"] * len(names))
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608 - model names
+    placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
+    limit = connection.features.max_query_params
+    if limit:
+        batch_size = max(1, min(batch_size, limit // len(names)))
     copy = f"COPY {table} ({columns}) FROM STDIN"
     created_field = meta.get_field("created_at")
     created = created_field.get_db_prep_save(timezone.now(), connection)
@@ -89,6 +92,10 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
                     for row in params:
                         stream.write_row(row)
             else:
-                cursor.executemany(sql, params)
+                rows = ", ".join([placeholders] * len(params))
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {rows}",  # noqa: S608 - model names
+                    [value for row in params for value in row],
+                )
             written += len(params)
     return written

@@ -6,7 +6,10 @@ Nothing else in the project reads ``django.conf.settings`` for these options, so
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULT_PATIENT_SESSION_KEYS: tuple[str, ...] = (
     "current_patient_id",
@@ -27,70 +30,88 @@ DEFAULT_PATIENT_SESSION_KEY_PREFIXES: tuple[str, ...] = (
 
 
 class Settings:
-    """Each property reads ``settings.NAME`` with the default given here."""
+    """Each property reads ``settings.NAME`` with the default given here.
 
-    @property
+    Values are resolved once and kept until a setting changes (``override_settings`` and
+    pytest-django's ``settings`` fixture send ``setting_changed``): a missing setting costs
+    an ``AttributeError`` inside Django's ``LazySettings``, and the middleware and the bulk
+    sweep read these on every request and every session.
+    """
+
+    def clear(self) -> None:
+        """Forget every resolved value (they are read again at next use)."""
+        self.__dict__.clear()
+
+    @cached_property
     def PATIENT_SESSION_TIMEOUT(self) -> float:
         """Minutes of inactivity after which patient data is cleared."""
         return getattr(settings, "PATIENT_SESSION_TIMEOUT", 30)
 
-    @property
+    @cached_property
     def PATIENT_MAX_INACTIVE_TIME(self) -> float:
         """Minutes of inactivity after which the whole session ends (logout)."""
         return getattr(settings, "PATIENT_MAX_INACTIVE_TIME", 60)
 
-    @property
+    @cached_property
     def PATIENT_SESSION_MAX_AGE(self) -> float:
         """Absolute lifetime of patient data in minutes, whatever the activity."""
         return getattr(settings, "PATIENT_SESSION_MAX_AGE", 12 * 60)
 
-    @property
+    @cached_property
     def PATIENT_ACTIVITY_WRITE_INTERVAL(self) -> float:
         """Seconds between two writes of the activity stamp of one session."""
         return getattr(settings, "PATIENT_ACTIVITY_WRITE_INTERVAL", 15)
 
-    @property
+    @cached_property
     def PATIENT_SESSION_KEYS(self) -> tuple[str, ...]:
         """Exact session keys holding patient data: the defaults plus the setting."""
         extra = tuple(getattr(settings, "PATIENT_SESSION_KEYS", ()))
         return DEFAULT_PATIENT_SESSION_KEYS + extra
 
-    @property
+    @cached_property
     def PATIENT_SESSION_KEY_PREFIXES(self) -> tuple[str, ...]:
         """Session key prefixes holding patient data: the defaults plus the setting."""
         extra = tuple(getattr(settings, "PATIENT_SESSION_KEY_PREFIXES", ()))
         return DEFAULT_PATIENT_SESSION_KEY_PREFIXES + extra
 
-    @property
+    @cached_property
     def PATIENT_SESSION_HASH_KEY(self) -> str:
         """Secret for the keyed hash of session keys in logs, audit rows and events."""
         return getattr(settings, "PATIENT_SESSION_HASH_KEY", None) or settings.SECRET_KEY
 
-    @property
+    @cached_property
     def PATIENT_PASSIVE_PATH_PREFIXES(self) -> tuple[str, ...]:
         """Path prefixes whose requests never count as user activity (static files...)."""
         default = (settings.STATIC_URL,) if getattr(settings, "STATIC_URL", None) else ()
         return tuple(getattr(settings, "PATIENT_PASSIVE_PATH_PREFIXES", default))
 
-    @property
+    @cached_property
     def PATIENT_CLEAR_SITE_DATA(self) -> bool:
         """Send Clear-Site-Data on cleanup responses (defence in depth, HTTPS only)."""
         return getattr(settings, "PATIENT_CLEAR_SITE_DATA", True)
 
-    @property
+    @cached_property
     def PATIENT_EVENT_GROUP(self) -> str:
         """Channel-layer group the cleanup service publishes its events to."""
         return getattr(settings, "PATIENT_EVENT_GROUP", "patient-session-events")
 
-    @property
+    @cached_property
     def PATIENT_EVENT_PUBLISH_TIMEOUT(self) -> float:
         """Seconds a publish may take before the live view is given up for that event."""
         return getattr(settings, "PATIENT_EVENT_PUBLISH_TIMEOUT", 0.5)
 
-    @property
+    @cached_property
     def PATIENT_EPOCH_CACHE_SECONDS(self) -> float:
         """How long a process trusts its copy of the patient-data epoch."""
         return getattr(settings, "PATIENT_EPOCH_CACHE_SECONDS", 2)
 
 
 conf = Settings()
+
+
+def _forget(**kwargs) -> None:
+    # Any setting: some values derive from others (SECRET_KEY, STATIC_URL).
+    conf.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="patient_data.conf")

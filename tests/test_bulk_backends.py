@@ -133,3 +133,44 @@ def test_record_many_writes_the_same_rows_as_record(db):
     assert rows == [rows[0]] * 4
     assert rows[0][-1] == ["patient_cda_*"]
     assert CleanupEvent.objects.filter(created_at__isnull=True).count() == 0
+
+
+@pytest.mark.parametrize("set_based", [True, False], ids=["one-statement-per-chunk", "per-row"])
+@pytest.mark.parametrize("engine", ["db"], indirect=True)
+def test_db_compare_and_set_in_both_statement_forms(engine, clinician, monkeypatch, set_based):
+    """Rows still holding what was read are written or removed; a row changed or removed
+    meanwhile is reported back untouched, whichever SQL form the database gets."""
+    from patient_data.bulk.backends import db as db_backend
+
+    monkeypatch.setattr(db_backend.DatabaseBackend, "_set_based", lambda self: set_based)
+    monkeypatch.setattr(db_backend, "CHUNK", 2)  # several statements per call
+    keys = [make_session(engine, user=clinician, note=f"n{i}") for i in range(7)]
+    backend = backend_for()
+    stored = backend.fetch(keys)
+    changed, vanished = keys[1], keys[5]
+    session = engine.SessionStore(changed)
+    session["note"] = "changed-meanwhile"
+    session.save()
+    engine.SessionStore(vanished).delete()
+
+    updates = [(stored[key], {"note": f"cleaned-{key}"}) for key in keys[:4]]
+    deletes = [stored[key] for key in keys[4:]]
+    conflicts = backend.apply(updates, deletes)
+
+    assert conflicts == {changed, vanished}
+    assert load(engine, changed)["note"] == "changed-meanwhile"
+    for key in (keys[0], keys[2], keys[3]):
+        assert load(engine, key) == {"note": f"cleaned-{key}"}
+    remaining = set(backend.fetch(keys))
+    assert remaining == set(keys[:4])
+
+
+@pytest.mark.parametrize("engine", ["db"], indirect=True)
+def test_db_rows_carry_the_expiry_judged_by_the_database(engine, clinician):
+    from tests.bulk_support import expire
+
+    live, past = make_session(engine, user=clinician), make_session(engine, user=clinician)
+    expire(engine, past)
+    paged = {stored.key: stored.expired for page in backend_for().pages(10) for stored in page}
+    fetched = {key: stored.expired for key, stored in backend_for().fetch([live, past]).items()}
+    assert paged == fetched == {live: False, past: True}

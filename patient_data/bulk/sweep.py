@@ -115,7 +115,11 @@ class Sweep:
             self._advance_epoch()
         if self.backend.enumerable:
             for page in self.backend.pages(self.batch_size):
-                self._page(page)
+                plans = self._page(page)
+                if self.dry_run:
+                    self._done(plans)
+                elif plans:
+                    self._commit(plans)
                 self.on_page(len(page))
         if self.report.sessions and not self.dry_run:
             events.publish(self._summary_event())
@@ -133,8 +137,9 @@ class Sweep:
 
     # -- reading and deciding -------------------------------------------------------------
 
-    def _decode(self, stored: Stored) -> dict[str, Any] | None:
-        """The session when it holds patient data; an undecodable one when it is to go."""
+    def _decode(self, stored: Stored) -> tuple[dict[str, Any], list[str]] | None:
+        """The session and its patient keys when it holds patient data; ``({}, [])`` for an
+        undecodable one that is to go; None for every other session (left untouched)."""
         if stored.raw is None:
             self.report.errors += 1
             logger.error("A stored session could not be read (%s).", session_ref(stored.key))
@@ -143,10 +148,13 @@ class Sweep:
             data = self.backend.decode(stored.raw)
         except Undecodable:
             self.report.undecodable += 1
-            return {} if self.remove_undecodable else None
-        return data if self.registry.patient_keys(data) else None
+            return ({}, []) if self.remove_undecodable else None
+        keys = self.registry.patient_keys(data)
+        return (data, keys) if keys else None
 
-    def _plan(self, stored: Stored, data: dict[str, Any], now: datetime) -> _Plan | None:
+    def _plan(
+        self, stored: Stored, data: dict[str, Any], keys: list[str], now: datetime
+    ) -> _Plan | None:
         if not data:
             decision = Decision(DELETE, UNDECODABLE_SESSION)
             return _Plan(stored, decision, self._cleanup(stored, decision, []))
@@ -160,29 +168,25 @@ class Sweep:
         )
         if decision is None:
             return None
-        keys = self.registry.patient_keys(data)
         info = session_meta.with_ref(session_meta.read(data))
         return _Plan(stored, decision, self._cleanup(stored, decision, keys), data, keys, info)
 
-    def _plans(self, found: list[tuple[Stored, dict[str, Any]]]) -> list[_Plan]:
-        self.users.load(data for _, data in found)
+    def _plans(self, found: list[tuple[Stored, dict[str, Any], list[str]]]) -> list[_Plan]:
+        self.users.load(data for _, data, _ in found)
         now = timezone.now()
-        plans = [self._plan(stored, data, now) for stored, data in found]
+        plans = [self._plan(stored, data, keys, now) for stored, data, keys in found]
         return [plan for plan in plans if plan is not None]
 
-    def _page(self, page: list[Stored]) -> None:
+    def _page(self, page: list[Stored]) -> list[_Plan]:
+        """What to do with the sessions of one page (decoding and deciding, no writes)."""
         found = []
         for stored in page:
-            self.report.scanned += 1
-            data = self._decode(stored)
-            if data is not None:
-                self.report.with_patient_data += bool(data)
-                found.append((stored, data))
-        plans = self._plans(found)
-        if self.dry_run:
-            self._done(plans)
-        elif plans:
-            self._commit(plans)
+            decoded = self._decode(stored)
+            if decoded is not None:
+                found.append((stored, *decoded))
+        self.report.scanned += len(page)
+        self.report.with_patient_data += sum(1 for _, _, keys in found if keys)
+        return self._plans(found)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -232,9 +236,9 @@ class Sweep:
             return []
         found = []
         for stored in self.backend.fetch(keys).values():
-            data = self._decode(stored)
-            if data is not None:
-                found.append((stored, data))
+            decoded = self._decode(stored)
+            if decoded is not None:
+                found.append((stored, *decoded))
         return self._plans(found)
 
     @staticmethod

@@ -27,11 +27,16 @@ class Undecodable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One session as stored. ``raw`` is compared on write; ``raw is None``: unreadable."""
+    """One session as stored. ``raw`` is compared on write; ``raw is None``: unreadable.
+
+    ``expired``: past its expiry date when it was read (database rows, judged by the
+    database itself); backends that derive expiry from the content override
+    :meth:`Backend.expired` instead.
+    """
 
     key: str
     raw: Any
-    expires: datetime | None = None
+    expired: bool = False
     mtime_ns: int | None = None
 
 
@@ -89,4 +94,4 @@ class Backend(ABC):
 
     def expired(self, stored: Stored, data: dict, now: datetime) -> bool:
         """Whether the session is past its expiry date (Django would not load it any more)."""
-        return stored.expires is not None and stored.expires <= now
+        return stored.expired

@@ -1,10 +1,13 @@
 """``db`` and ``cached_db`` sessions: rows of the session model.
 
-Pages are read by key range (no long-lived cursor, constant memory). Writes compare and set
+Pages are read by key range (no long-lived cursor, constant memory) with one plain SQL
+statement each: every row of the table goes through here, so no model machinery per row, and
+the expiry date is compared by the database (``expire_date <= now``, as ``clearsessions``
+does) instead of being parsed into a datetime per row. Writes compare and set
 ``session_data`` in the statement itself, so a row a request changed since it was read is left
-alone and reported back: on PostgreSQL one ``UPDATE ... FROM (VALUES ...) RETURNING`` per
-chunk, on SQLite ``UPDATE ... WHERE session_key = %s AND session_data = %s`` with
-``executemany`` in one transaction.
+alone and reported back: one ``UPDATE ... FROM (VALUES ...) RETURNING`` (and one ``DELETE ...
+RETURNING`` joined to a VALUES list) per chunk on PostgreSQL and SQLite >= 3.35, one
+statement per row with ``executemany`` elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connections, router, transaction
+from django.utils import timezone
 
 from patient_data.bulk.backends.base import Backend, Stored
 
@@ -33,30 +37,40 @@ class DatabaseBackend(Backend):
         name = connection.settings_dict["NAME"]
         return f"{super().describe()}, {connection.vendor} database {name!s}"
 
-    def _rows(self):
-        return self.model._default_manager.using(self.using).values_list(
-            "session_key", "session_data", "expire_date"
-        )
-
     def count(self) -> int:
         return self.model._default_manager.using(self.using).count()
 
+    def _select(self, where: str, params: list, tail: str = "") -> list[Stored]:
+        """Rows matching ``where`` as ``Stored``, expiry judged by the database at ``now``."""
+        connection = connections[self.using]
+        table, key, data = self._sql()
+        expires = connection.ops.quote_name("expire_date")
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        sql = f"SELECT {key}, {data}, {expires} <= %s FROM {table} WHERE {where}{tail}"  # noqa: S608 - names from the model, values bound
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [now, *params])
+            rows = cursor.fetchall()
+        return [Stored(session_key, raw, bool(expired)) for session_key, raw, expired in rows]
+
     def pages(self, size: int) -> Iterator[list[Stored]]:
-        rows = self._rows().order_by("session_key")
-        last = None
+        key = self._sql()[1]
+        last = ""  # session keys are non-empty
         while True:
-            query = rows if last is None else rows.filter(session_key__gt=last)
-            page = [Stored(key, raw, expires) for key, raw, expires in query[:size]]
+            page = self._select(f"{key} > %s", [last], f" ORDER BY {key} LIMIT {int(size)}")
             if not page:
                 return
             yield page
             last = page[-1].key
 
     def fetch(self, keys: list[str]) -> dict[str, Stored]:
+        key = self._sql()[1]
         found = {}
         for start in range(0, len(keys), CHUNK):
-            query = self._rows().filter(session_key__in=keys[start : start + CHUNK])
-            found.update((key, Stored(key, raw, expires)) for key, raw, expires in query)
+            chunk = keys[start : start + CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            found.update(
+                (stored.key, stored) for stored in self._select(f"{key} IN ({marks})", chunk)
+            )
         return found
 
     def apply(self, updates: list[tuple[Stored, dict]], deletes: list[Stored]) -> set[str]:
@@ -72,43 +86,54 @@ class DatabaseBackend(Backend):
         quote = connections[self.using].ops.quote_name
         return quote(self.model._meta.db_table), quote("session_key"), quote("session_data")
 
+    def _set_based(self) -> bool:
+        """Whether the database takes the one-statement-per-chunk forms below (PostgreSQL;
+        SQLite >= 3.35, for RETURNING). Anything else gets one statement per row."""
+        connection = connections[self.using]
+        if connection.vendor == "sqlite":
+            return connection.Database.sqlite_version_info >= (3, 35)
+        return connection.vendor == "postgresql"
+
     def _update(self, writes: list[tuple[str, str, str]]) -> set[str]:
         """Compare-and-set: a row is written only if it still holds what was read."""
         if not writes:
             return set()
-        if connections[self.using].vendor == "postgresql":
+        if self._set_based():
+            # VALUES columns are column1, column2, ... on both PostgreSQL and SQLite.
             return self._returning(
-                "UPDATE {table} AS s SET {data} = v.new FROM (VALUES {values}) AS v(k, old, new) "
-                "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
-                [(session_key, old, new) for session_key, old, new in writes],
+                "UPDATE {table} AS s SET {data} = v.column3 FROM (VALUES {values}) AS v "
+                "WHERE s.{key} = v.column1 AND s.{data} = v.column2 RETURNING {key}",
+                writes,
             )
         table, key, data = self._sql()
+        return self._each(
+            f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s",  # noqa: S608
+            [(session_key, (new, session_key, old)) for session_key, old, new in writes],
+        )
+
+    def _each(self, sql: str, rows: list[tuple[str, tuple]]) -> set[str]:
+        """One statement per row; its row count says whether the row still matched."""
+        done = set()
         with connections[self.using].cursor() as cursor:
-            # One statement, many parameter sets: one pipeline on psycopg 3, one prepared
-            # statement on SQLite; rowcount is the total.
-            cursor.executemany(
-                f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s",  # noqa: S608
-                [(new, session_key, old) for session_key, old, new in writes],
-            )
-            if cursor.rowcount == len(writes):
-                return {session_key for session_key, _, _ in writes}
-        # Some rows changed under us: the ones holding our new content are the written ones.
-        current = self.fetch([session_key for session_key, _, _ in writes])
-        return {
-            session_key
-            for session_key, _, new in writes
-            if session_key in current and current[session_key].raw == new
-        }
+            for session_key, params in rows:
+                cursor.execute(sql, params)
+                if cursor.rowcount == 1:
+                    done.add(session_key)
+        return done
 
     def _returning(self, template: str, rows: list[tuple]) -> set[str]:
-        """PostgreSQL: one statement per CHUNK rows joined to a VALUES list; the keys it
-        really changed come back with RETURNING (a row changed under us does not match)."""
+        """One statement per chunk of rows joined to a VALUES list; the keys it really
+        changed come back with RETURNING (a row changed under us does not match). A whole
+        chunk is one call into the database driver, not one per row."""
         table, key, data = self._sql()
+        connection = connections[self.using]
+        width = len(rows[0])
+        limit = connection.features.max_query_params or CHUNK * width
+        size = max(1, min(CHUNK, limit // width))
         done: set[str] = set()
-        with connections[self.using].cursor() as cursor:
-            for start in range(0, len(rows), CHUNK):
-                chunk = rows[start : start + CHUNK]
-                width = len(chunk[0])
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), size):
+                chunk = rows[start : start + size]
                 values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(chunk))
                 sql = template.format(table=table, key=key, data=data, values=values)
                 cursor.execute(sql, [value for row in chunk for value in row])
@@ -118,20 +143,25 @@ class DatabaseBackend(Backend):
     def _delete(self, deletes: list[Stored]) -> set[str]:
         if not deletes:
             return set()
-        if connections[self.using].vendor == "postgresql":
-            return self._returning(
-                "DELETE FROM {table} AS s USING (VALUES {values}) AS v(k, old) "
-                "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
-                [(stored.key, stored.raw) for stored in deletes],
-            )
+        if self._set_based():
+            if connections[self.using].vendor == "postgresql":
+                template = (
+                    "DELETE FROM {table} AS s USING (VALUES {values}) AS v(k, old) "
+                    "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}"
+                )
+            else:
+                # SQLite: a row-value IN list would scan the table; join through the key index.
+                template = (
+                    "DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM (VALUES {values}) "
+                    "AS v CROSS JOIN {table} AS s ON s.{key} = v.column1 "
+                    "AND s.{data} = v.column2) RETURNING {key}"
+                )
+            return self._returning(template, [(stored.key, stored.raw) for stored in deletes])
         table, key, data = self._sql()
-        with connections[self.using].cursor() as cursor:
-            cursor.executemany(
-                f"DELETE FROM {table} WHERE {key} = %s AND {data} = %s",  # noqa: S608
-                [(stored.key, stored.raw) for stored in deletes],
-            )
-        remaining = self.fetch([stored.key for stored in deletes])
-        return {stored.key for stored in deletes} - set(remaining)
+        return self._each(
+            f"DELETE FROM {table} WHERE {key} = %s AND {data} = %s",  # noqa: S608
+            [(stored.key, (stored.key, stored.raw)) for stored in deletes],
+        )
 
     def written(self, keys: list[str]) -> None:
         """Called inside the write transaction with the keys just changed or removed."""

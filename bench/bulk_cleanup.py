@@ -1,6 +1,7 @@
 """Bulk cleanup benchmark: the full sweep against the transform-only ceiling, side by side.
 
-    .venv/bin/python bench/bulk_cleanup.py [--sessions 100000] [--backend sqlite|postgres|redis|all]
+    .venv/bin/python bench/bulk_cleanup.py [--sessions 100000] [--rounds 3]
+                                           [--backend sqlite|postgres|redis|all]
 
 For each backend, in separate processes (so each peak RSS is its own): *populate* N sessions
 with a realistic mix (40 % holding patient data, a quarter unauthenticated, 5 % expired),
@@ -8,6 +9,12 @@ with a realistic mix (40 % holding patient data, a quarter unauthenticated, 5 % 
 *sweep* runs the cleanup command's engine (``cleanup_patient_sessions --force``: every
 session holding patient data is cleaned, expired ones removed). Reported: sessions/s of both,
 their ratio (target >= 0.5 on the databases) and the sweep's peak RSS (target < 200 MB at 1M).
+
+Rounds: the populated store is kept aside (a copy of the SQLite file, a PostgreSQL template
+database; Redis is populated again) and restored before each further sweep. The ceiling is
+measured before the first sweep and after every sweep; each round's ratio is its sweep
+against the mean of the ceilings right before and right after it, and the median round is
+reported, with the others beside it (this machine is shared: single measurements drift).
 
 Backends: ``sqlite`` (throw-away file), ``postgres`` (database ``ncp_bench_bulk`` on
 --postgres, recreated), ``redis`` (cache sessions under a throw-away key prefix on --redis,
@@ -22,6 +29,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from patient_data.batches import batched  # noqa: E402  (needs ROOT on the path)
 
 PG_DATABASE = "ncp_bench_bulk"
+PG_SNAPSHOT = "ncp_bench_bulk_snapshot"
 CHUNK = 5000
 USERS = 50
 
@@ -92,6 +101,7 @@ def populate(count: int) -> dict:
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.models import Session
     from django.core.management import call_command
+    from django.db import connections
     from django.utils import timezone
 
     from patient_data.bulk.backends import backend_for
@@ -118,6 +128,10 @@ def populate(count: int) -> dict:
             batch = []
     if batch:
         _store(backend, batch, live, past, settings)
+    connection = connections[Session.objects.db]
+    if connection.vendor == "sqlite":  # everything in the file, which is copied as it is
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {"populate_seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -214,12 +228,12 @@ def environment(backend: str, args, var_dir: str, prefix: str) -> dict:
     return env
 
 
-def recreate_postgres(url: str) -> None:
+def _postgres(url: str, *statements: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE}")
-        connection.execute(f"CREATE DATABASE {PG_DATABASE}")
+        for statement in statements:
+            connection.execute(statement)
 
 
 def drop_redis_prefix(url: str, prefix: str) -> None:
@@ -230,52 +244,104 @@ def drop_redis_prefix(url: str, prefix: str) -> None:
         client.delete(*keys)
 
 
+class Store:
+    """The populated sessions of one backend, kept aside and restored between rounds."""
+
+    def __init__(self, backend: str, args, var_dir: str, prefix: str) -> None:
+        self.backend, self.args, self.var_dir, self.prefix = backend, args, var_dir, prefix
+        self.sqlite = Path(var_dir) / "db.sqlite3"
+
+    def keep(self) -> None:
+        if self.backend == "postgres":
+            _postgres(
+                self.args.postgres,
+                f"DROP DATABASE IF EXISTS {PG_SNAPSHOT}",
+                f"CREATE DATABASE {PG_SNAPSHOT} TEMPLATE {PG_DATABASE}",
+            )
+        elif self.backend == "sqlite":
+            shutil.copyfile(self.sqlite, self.sqlite.with_suffix(".snapshot"))
+
+    def restore(self, populate) -> None:
+        if self.backend == "postgres":
+            _postgres(
+                self.args.postgres,
+                f"DROP DATABASE {PG_DATABASE}",
+                f"CREATE DATABASE {PG_DATABASE} TEMPLATE {PG_SNAPSHOT}",
+            )
+        elif self.backend == "sqlite":
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.sqlite}{suffix}").unlink(missing_ok=True)
+            shutil.copyfile(self.sqlite.with_suffix(".snapshot"), self.sqlite)
+        else:
+            drop_redis_prefix(self.args.redis, self.prefix)
+            populate()
+
+    def discard(self) -> None:
+        if self.backend == "postgres":
+            _postgres(self.args.postgres, f"DROP DATABASE IF EXISTS {PG_SNAPSHOT}")
+        elif self.backend == "redis":
+            drop_redis_prefix(self.args.redis, self.prefix)
+
+
 def run_backend(backend: str, args) -> dict:
     prefix = f"bench-bulk-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="ncp-bench-") as var_dir:
-        env = {**os.environ, **environment(backend, args, var_dir, prefix)}
+        settings_env = environment(backend, args, var_dir, prefix)
+        env = {**os.environ, **settings_env}
         for name in ("DATABASE_URL", "REDIS_URL"):
-            if name not in environment(backend, args, var_dir, prefix):
+            if name not in settings_env:
                 env.pop(name, None)
+
+        def phase(name: str) -> dict:
+            command = [sys.executable, __file__, "--phase", name, "--sessions", str(args.sessions)]
+            output = subprocess.run(
+                command, env=env, cwd=ROOT, check=True, capture_output=True, text=True
+            ).stdout
+            return json.loads(output.strip().splitlines()[-1])
+
         if backend == "postgres":
-            recreate_postgres(args.postgres)
-        result: dict = {"backend": backend, "sessions": args.sessions}
+            _postgres(
+                args.postgres,
+                f"DROP DATABASE IF EXISTS {PG_DATABASE}",
+                f"CREATE DATABASE {PG_DATABASE}",
+            )
+        store = Store(backend, args, var_dir, prefix)
         try:
-            ceilings = []
-            # The ceiling is measured right before and right after the sweep and averaged:
-            # on a shared machine a single measurement drifts by a third between runs.
-            for phase in ("populate", "ceiling", "sweep", "ceiling"):
-                command = [
-                    sys.executable,
-                    __file__,
-                    "--phase",
-                    phase,
-                    "--sessions",
-                    str(args.sessions),
-                ]
-                output = subprocess.run(
-                    command, env=env, cwd=ROOT, check=True, capture_output=True, text=True
-                ).stdout
-                figures = json.loads(output.strip().splitlines()[-1])
-                if phase == "ceiling":
-                    ceilings.append(figures["ceiling_rate"])
-                result.update(figures)
-            result["ceiling_rate"] = statistics.fmean(ceilings)
+            result: dict = {"backend": backend, "sessions": args.sessions, **phase("populate")}
+            store.keep()
+            ceilings = [phase("ceiling")["ceiling_rate"]]
+            sweeps = []
+            for round_ in range(args.rounds):
+                if round_:
+                    store.restore(lambda: phase("populate"))
+                sweeps.append(phase("sweep"))
+                ceilings.append(phase("ceiling")["ceiling_rate"])
         finally:
-            if backend == "redis":
-                drop_redis_prefix(args.redis, prefix)
-    result["ratio"] = result["sweep_rate"] / result["ceiling_rate"]
+            store.discard()
+    ratios = [
+        sweep["sweep_rate"] / statistics.fmean(ceilings[i : i + 2])
+        for i, sweep in enumerate(sweeps)
+    ]
+    median = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    result.update(sweeps[median])
+    result["ceiling_rate"] = statistics.fmean(ceilings[median : median + 2])
+    result["ratio"] = ratios[median]
+    result["ratios"] = ratios
+    result["peak_rss_mb"] = max(sweep["peak_rss_mb"] for sweep in sweeps)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="sweeps per backend (median shown)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "redis", "all"], default="all")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.phase:
         setup({})
         print(json.dumps(PHASES[args.phase](args.sessions)))
@@ -283,14 +349,15 @@ def main() -> None:
     backends = ["sqlite", "postgres", "redis"] if args.backend == "all" else [args.backend]
     print(
         f"{'backend':<9} {'sessions':>9} {'sweep s':>8} {'sweep/s':>9} {'ceiling/s':>10} "
-        f"{'ratio':>6} {'peak RSS':>9} {'cleaned':>8} {'expired':>8} {'errors':>6}"
+        f"{'ratio':>6} {'peak RSS':>9} {'cleaned':>8} {'expired':>8} {'errors':>6}  rounds"
     )
     for backend in backends:
         r = run_backend(backend, args)
         print(
             f"{backend:<9} {r['sessions']:>9,} {r['sweep_seconds']:>8.1f} {r['sweep_rate']:>9,.0f} "
             f"{r['ceiling_rate']:>10,.0f} {r['ratio']:>6.2f} {r['peak_rss_mb']:>6.0f} MB "
-            f"{r['cleaned']:>8,} {r['removed_expired']:>8,} {r['errors']:>6}",
+            f"{r['cleaned']:>8,} {r['removed_expired']:>8,} {r['errors']:>6}  "
+            + " ".join(f"{ratio:.2f}" for ratio in r["ratios"]),
             flush=True,
         )
 

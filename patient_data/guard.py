@@ -107,15 +107,25 @@ def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:
     table = connection.ops.quote_name(PatientSessionState._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     generations: dict[str, int] = {}
+    upsert = (
+        f"ON CONFLICT (ref) DO UPDATE SET generation = {table}.generation + 1, "
+        "updated_at = excluded.updated_at RETURNING ref, generation"
+    )
     with transaction.atomic(using=using), connection.cursor() as cursor:
         for start in range(0, len(ordered), chunk):
             part = ordered[start : start + chunk]
-            rows = ", ".join(["(%s, 1, %s)"] * len(part))
-            cursor.execute(
-                f"INSERT INTO {table} (ref, generation, updated_at) VALUES {rows} "  # noqa: S608 - table name from the model, values bound
-                f"ON CONFLICT (ref) DO UPDATE SET generation = {table}.generation + 1, "
-                "updated_at = excluded.updated_at RETURNING ref, generation",
-                [value for ref in part for value in (ref, now)],
-            )
+            if connection.vendor == "postgresql":
+                # One array parameter: a short, constant statement text to parse and plan.
+                cursor.execute(
+                    f"INSERT INTO {table} (ref, generation, updated_at) "  # noqa: S608 - table name from the model, values bound
+                    f"SELECT r, 1, %s FROM unnest(%s::text[]) AS r ORDER BY r {upsert}",
+                    [now, part],
+                )
+            else:
+                rows = ", ".join(["(%s, 1, %s)"] * len(part))
+                cursor.execute(
+                    f"INSERT INTO {table} (ref, generation, updated_at) VALUES {rows} {upsert}",  # noqa: S608 - table name from the model, values bound
+                    [value for ref in part for value in (ref, now)],
+                )
             generations.update(cursor.fetchall())
     return generations

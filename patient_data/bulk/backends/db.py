@@ -12,6 +12,7 @@ statement per row with ``executemany`` elsewhere.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -86,20 +87,30 @@ class DatabaseBackend(Backend):
         quote = connections[self.using].ops.quote_name
         return quote(self.model._meta.db_table), quote("session_key"), quote("session_data")
 
-    def _set_based(self) -> bool:
-        """Whether the database takes the one-statement-per-chunk forms below (PostgreSQL;
-        SQLite >= 3.35, for RETURNING). Anything else gets one statement per row."""
+    def _form(self) -> str:
+        """Which statements this database gets: ``json`` (PostgreSQL), ``values`` (SQLite >=
+        3.35, which has RETURNING) or ``per_row`` (anything else)."""
         connection = connections[self.using]
-        if connection.vendor == "sqlite":
-            return connection.Database.sqlite_version_info >= (3, 35)
-        return connection.vendor == "postgresql"
+        if connection.vendor == "postgresql":
+            return "json"
+        if connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35):
+            return "values"
+        return "per_row"
 
     def _update(self, writes: list[tuple[str, str, str]]) -> set[str]:
         """Compare-and-set: a row is written only if it still holds what was read."""
         if not writes:
             return set()
-        if self._set_based():
-            # VALUES columns are column1, column2, ... on both PostgreSQL and SQLite.
+        form = self._form()
+        if form == "json":
+            return self._returning_json(
+                "UPDATE {table} AS s SET {data} = v.new FROM json_to_recordset(%s::json) "
+                "AS v(k text, old text, new text) WHERE s.{key} = v.k AND s.{data} = v.old "
+                "RETURNING s.{key}",
+                [{"k": session_key, "old": old, "new": new} for session_key, old, new in writes],
+            )
+        if form == "values":
+            # VALUES columns are column1, column2, ... (SQLite names them so).
             return self._returning(
                 "UPDATE {table} AS s SET {data} = v.column3 FROM (VALUES {values}) AS v "
                 "WHERE s.{key} = v.column1 AND s.{data} = v.column2 RETURNING {key}",
@@ -140,23 +151,37 @@ class DatabaseBackend(Backend):
                 done.update(found for (found,) in cursor.fetchall())
         return done
 
+    def _returning_json(self, template: str, rows: list[dict]) -> set[str]:
+        """PostgreSQL: one statement per chunk whose rows travel as one JSON parameter. The
+        statement text stays short and constant, so the driver does not scan thousands of
+        placeholders and the server plans it in a fraction of a millisecond."""
+        table, key, data = self._sql()
+        sql = template.format(table=table, key=key, data=data)
+        done: set[str] = set()
+        with connections[self.using].cursor() as cursor:
+            for start in range(0, len(rows), CHUNK):
+                cursor.execute(sql, [json.dumps(rows[start : start + CHUNK])])
+                done.update(found for (found,) in cursor.fetchall())
+        return done
+
     def _delete(self, deletes: list[Stored]) -> set[str]:
         if not deletes:
             return set()
-        if self._set_based():
-            if connections[self.using].vendor == "postgresql":
-                template = (
-                    "DELETE FROM {table} AS s USING (VALUES {values}) AS v(k, old) "
-                    "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}"
-                )
-            else:
-                # SQLite: a row-value IN list would scan the table; join through the key index.
-                template = (
-                    "DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM (VALUES {values}) "
-                    "AS v CROSS JOIN {table} AS s ON s.{key} = v.column1 "
-                    "AND s.{data} = v.column2) RETURNING {key}"
-                )
-            return self._returning(template, [(stored.key, stored.raw) for stored in deletes])
+        form = self._form()
+        if form == "json":
+            return self._returning_json(
+                "DELETE FROM {table} AS s USING json_to_recordset(%s::json) AS v(k text, old text) "
+                "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
+                [{"k": stored.key, "old": stored.raw} for stored in deletes],
+            )
+        if form == "values":
+            # A row-value IN list would scan the table; join through the key index instead.
+            return self._returning(
+                "DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM (VALUES {values}) "
+                "AS v CROSS JOIN {table} AS s ON s.{key} = v.column1 "
+                "AND s.{data} = v.column2) RETURNING {key}",
+                [(stored.key, stored.raw) for stored in deletes],
+            )
         table, key, data = self._sql()
         return self._each(
             f"DELETE FROM {table} WHERE {key} = %s AND {data} = %s",  # noqa: S608

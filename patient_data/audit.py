@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -42,11 +43,11 @@ async def arecord(cleanup: Cleanup) -> CleanupEvent:
 def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
     """Insert many rows in batches (bulk commands); returns how many were written.
 
-    Values are prepared by the model's own fields, but once per distinct value (one timestamp
-    per call, one JSON document per distinct key list) rather than once per row through model
-    instances; they go out with ``COPY`` on PostgreSQL and as one multi-row INSERT per batch
-    elsewhere: one call into the driver per batch, not one per row (``bulk_create`` compiled a
-    statement costlier than the inserts).
+    One statement per batch, one timestamp per call. On PostgreSQL the batch travels as one
+    JSON parameter typed by the table itself (``json_populate_recordset``): a short constant
+    statement, no per-row work in the driver (``COPY`` spent twice the client CPU). Elsewhere
+    one multi-row INSERT with values prepared by the model's own fields, once per distinct
+    value (``bulk_create`` compiled a statement costlier than the inserts).
     """
     using = router.db_for_write(CleanupEvent)
     connection = connections[using]
@@ -54,48 +55,52 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
     names = [f.name for f in meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
-    columns = ", ".join(quote(meta.get_field(name).column) for name in names)
-    placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
-    limit = connection.features.max_query_params
-    if limit:
-        batch_size = max(1, min(batch_size, limit // len(names)))
-    copy = f"COPY {table} ({columns}) FROM STDIN"
-    created_field = meta.get_field("created_at")
-    created = created_field.get_db_prep_save(timezone.now(), connection)
+    column = {name: meta.get_field(name).column for name in names}
+    created = meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
     keys_field = meta.get_field("keys")
     prepared_keys: dict[tuple[str, ...], object] = {}
+    postgresql = connection.vendor == "postgresql"
 
-    def values(cleanup: Cleanup) -> list:
-        keys = prepared_keys.get(cleanup.keys)
-        if keys is None:
+    def values(cleanup: Cleanup) -> dict:
+        if postgresql:
+            keys: object = list(cleanup.keys)
+        elif (keys := prepared_keys.get(cleanup.keys)) is None:
             keys = prepared_keys[cleanup.keys] = keys_field.get_db_prep_save(
                 list(cleanup.keys), connection
             )
-        row = {
-            "created_at": created,
-            "action": str(cleanup.action),
-            "reason": cleanup.reason,
-            "source": cleanup.source,
-            "actor_id": cleanup.actor_id,
-            "session_ref": cleanup.session_ref,
-            "items_cleared": cleanup.items_cleared,
-            "keys": keys,
+        return {
+            column["action"]: str(cleanup.action),
+            column["reason"]: cleanup.reason,
+            column["source"]: cleanup.source,
+            column["actor_id"]: cleanup.actor_id,
+            column["session_ref"]: cleanup.session_ref,
+            column["items_cleared"]: cleanup.items_cleared,
+            column["keys"]: keys,
         }
-        return [row[name] for name in names]
+
+    rest = [column[name] for name in names if name != "created_at"]
+    selected = ", ".join(quote(name) for name in rest)
+    insert = f"INSERT INTO {table} ({quote(column['created_at'])}, {selected})"
+    if postgresql:
+        rows_from = f"json_populate_recordset(NULL::{table}, %s::json)"
+        sql = f"{insert} SELECT %s, {selected} FROM {rows_from}"  # noqa: S608 - model names
+    else:
+        placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
+        limit = connection.features.max_query_params
+        if limit:
+            batch_size = max(1, min(batch_size, limit // len(names)))
 
     written = 0
     with transaction.atomic(using=using), connection.cursor() as cursor:
         for batch in batched(cleanups, batch_size):
-            params = [values(cleanup) for cleanup in batch]
-            if connection.vendor == "postgresql":
-                with cursor.copy(copy) as stream:
-                    for row in params:
-                        stream.write_row(row)
+            rows = [values(cleanup) for cleanup in batch]
+            if postgresql:
+                cursor.execute(sql, [created, json.dumps(rows)])
             else:
-                rows = ", ".join([placeholders] * len(params))
-                cursor.execute(
-                    f"INSERT INTO {table} ({columns}) VALUES {rows}",  # noqa: S608 - model names
-                    [value for row in params for value in row],
-                )
-            written += len(params)
+                params = []
+                for row in rows:
+                    params.append(created)
+                    params.extend(row[name] for name in rest)
+                cursor.execute(f"{insert} VALUES " + ", ".join([placeholders] * len(rows)), params)
+            written += len(rows)
     return written

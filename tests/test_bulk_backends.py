@@ -126,12 +126,15 @@ def test_record_many_writes_the_same_rows_as_record(db):
     from patient_data.models import CleanupEvent
 
     cleanup = Cleanup("clear_patient_data", "bulk_cleanup", "command", 2, ("patient_cda_*",), "ab")
+    other = Cleanup("end_session", "expired_session", "startup", 3, ("a", "b*"), "cd", 2**40)
     audit.record(cleanup)
-    assert audit.record_many([cleanup] * 3, batch_size=2) == 3
+    audit.record(other)
+    assert audit.record_many([cleanup, other] * 3, batch_size=4) == 6
     fields = ("action", "reason", "source", "actor_id", "session_ref", "items_cleared", "keys")
     rows = list(CleanupEvent.objects.order_by("id").values_list(*fields))
-    assert rows == [rows[0]] * 4
+    assert rows == rows[:2] * 4
     assert rows[0][-1] == ["patient_cda_*"]
+    assert rows[1] == ("end_session", "expired_session", "startup", 2**40, "cd", 3, ["a", "b*"])
     assert CleanupEvent.objects.filter(created_at__isnull=True).count() == 0
 
 

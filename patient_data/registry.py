@@ -50,9 +50,17 @@ class Registry:
 
     def entries(self, keys: Iterable[str]) -> list[str]:
         """Sorted, de-duplicated registry entries for the patient keys among ``keys``."""
-        found = {self.entry_for(key) for key in keys}
-        found.discard(None)
-        return sorted(found)  # type: ignore[arg-type]
+        found = set()
+        exact, prefixes = self.keys, self.prefixes
+        for key in keys:  # entry_for, inlined: the bulk sweep calls this per cleaned session
+            if key in exact:
+                found.add(key)
+                continue
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    found.add(prefix + "*")
+                    break
+        return sorted(found)
 
 
 _cache: Registry | None = None

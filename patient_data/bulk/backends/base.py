@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core import signing
 
@@ -25,13 +24,12 @@ class Undecodable(ValueError):
     """A stored session that cannot be read (tampered, wrong key, corrupt)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(NamedTuple):
     """One session as stored. ``raw`` is compared on write; ``raw is None``: unreadable.
 
     ``expired``: past its expiry date when it was read (database rows, judged by the
     database itself); backends that derive expiry from the content override
-    :meth:`Backend.expired` instead.
+    :meth:`Backend.expired` instead. A named tuple: one is built per stored session.
     """
 
     key: str

@@ -5,9 +5,11 @@ statement each: every row of the table goes through here, so no model machinery 
 the expiry date is compared by the database (``expire_date <= now``, as ``clearsessions``
 does) instead of being parsed into a datetime per row. Writes compare and set
 ``session_data`` in the statement itself, so a row a request changed since it was read is left
-alone and reported back: one ``UPDATE ... FROM (VALUES ...) RETURNING`` (and one ``DELETE ...
-RETURNING`` joined to a VALUES list) per chunk on PostgreSQL and SQLite >= 3.35, one
-statement per row with ``executemany`` elsewhere.
+alone and reported back. On PostgreSQL one ``UPDATE ... FROM ... RETURNING`` (and one
+``DELETE ... RETURNING``) per chunk, joined to the chunk's rows sent as one JSON parameter
+(``json_to_recordset``). On SQLite >= 3.35 one prepared UPDATE run with ``executemany`` (its
+total row count says whether a row changed meanwhile) and one ``DELETE ... RETURNING`` joined
+to a VALUES list per chunk. One statement per row elsewhere.
 """
 
 from __future__ import annotations
@@ -88,13 +90,13 @@ class DatabaseBackend(Backend):
         return quote(self.model._meta.db_table), quote("session_key"), quote("session_data")
 
     def _form(self) -> str:
-        """Which statements this database gets: ``json`` (PostgreSQL), ``values`` (SQLite >=
+        """Which statements this database gets: ``json`` (PostgreSQL), ``sqlite`` (SQLite >=
         3.35, which has RETURNING) or ``per_row`` (anything else)."""
         connection = connections[self.using]
         if connection.vendor == "postgresql":
             return "json"
         if connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35):
-            return "values"
+            return "sqlite"
         return "per_row"
 
     def _update(self, writes: list[tuple[str, str, str]]) -> set[str]:
@@ -109,18 +111,19 @@ class DatabaseBackend(Backend):
                 "RETURNING s.{key}",
                 [{"k": session_key, "old": old, "new": new} for session_key, old, new in writes],
             )
-        if form == "values":
-            # VALUES columns are column1, column2, ... (SQLite names them so).
-            return self._returning(
-                "UPDATE {table} AS s SET {data} = v.column3 FROM (VALUES {values}) AS v "
-                "WHERE s.{key} = v.column1 AND s.{data} = v.column2 RETURNING {key}",
-                writes,
-            )
         table, key, data = self._sql()
-        return self._each(
-            f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s",  # noqa: S608
-            [(session_key, (new, session_key, old)) for session_key, old, new in writes],
-        )
+        sql = f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s"  # noqa: S608
+        if form == "per_row":
+            return self._each(sql, [(k, (new, k, old)) for k, old, new in writes])
+        # SQLite: one prepared statement stepped per row in C, faster here than joining a
+        # VALUES list (which SQLite materialises first); the row count is the total.
+        with connections[self.using].cursor() as cursor:
+            cursor.executemany(sql, [(new, k, old) for k, old, new in writes])
+            if cursor.rowcount == len(writes):
+                return {k for k, _, _ in writes}
+        # Some rows changed under us: the ones holding our new content are the written ones.
+        current = self.fetch([k for k, _, _ in writes])
+        return {k for k, _, new in writes if k in current and current[k].raw == new}
 
     def _each(self, sql: str, rows: list[tuple[str, tuple]]) -> set[str]:
         """One statement per row; its row count says whether the row still matched."""
@@ -174,7 +177,7 @@ class DatabaseBackend(Backend):
                 "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
                 [{"k": stored.key, "old": stored.raw} for stored in deletes],
             )
-        if form == "values":
+        if form == "sqlite":
             # A row-value IN list would scan the table; join through the key index instead.
             return self._returning(
                 "DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM (VALUES {values}) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from numbers import Real
 
 from django.conf import settings
@@ -120,6 +121,35 @@ def check_sessions(app_configs=None, **kwargs) -> list:
         )
     warnings.extend(sqlite_warnings(settings.DATABASES))
     return warnings
+
+
+@register(Tags.security)
+def check_databases(app_configs=None, **kwargs) -> list:
+    return database_errors(settings.DATABASES, sqlite3.sqlite_version_info)
+
+
+def database_errors(databases: dict, sqlite_version: tuple[int, ...]) -> list:
+    """E011 for each database the guard and the bulk commands cannot work on: they need
+    ``INSERT ... ON CONFLICT ... RETURNING`` (PostgreSQL, SQLite >= 3.35)."""
+    errors = []
+    for alias, database in databases.items():
+        engine = database.get("ENGINE", "")
+        if engine.endswith("sqlite3") and sqlite_version >= (3, 35):
+            continue
+        if engine.endswith(("postgresql", "postgis")):
+            continue
+        found = (
+            f"SQLite {'.'.join(map(str, sqlite_version))}" if engine.endswith("sqlite3") else engine
+        )
+        errors.append(
+            Error(
+                f"Database {alias!r} ({found}) cannot hold the cleanup generations and the bulk "
+                "cleanup: they need INSERT ... ON CONFLICT ... RETURNING.",
+                hint="Use PostgreSQL, or SQLite 3.35 or newer.",
+                id="patient_data.E011",
+            )
+        )
+    return errors
 
 
 def sqlite_warnings(databases: dict) -> list:

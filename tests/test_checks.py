@@ -95,3 +95,15 @@ def test_sqlite_without_immediate_transactions_warns():
     assert _ids(checks.sqlite_warnings(databases)) == ["patient_data.W003"]
     databases["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     assert checks.sqlite_warnings(databases) == []
+
+
+def test_databases_without_upsert_returning_are_refused():
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}
+    postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    mysql = {"ENGINE": "django.db.backends.mysql", "NAME": "x"}
+    assert checks.database_errors({"a": sqlite, "b": postgres}, (3, 35, 0)) == []
+    errors = checks.database_errors({"a": sqlite, "b": postgres, "c": mysql}, (3, 34, 1))
+    assert _ids(errors) == ["patient_data.E011", "patient_data.E011"]
+    assert "'a' (SQLite 3.34.1)" in errors[0].msg
+    assert "'c' (django.db.backends.mysql)" in errors[1].msg
+    assert checks.check_databases() == []  # this project's own databases

@@ -9,7 +9,7 @@ alone and reported back. On PostgreSQL one ``UPDATE ... FROM ... RETURNING`` (an
 ``DELETE ... RETURNING``) per chunk, joined to the chunk's rows sent as one JSON parameter
 (``json_to_recordset``). On SQLite >= 3.35 one prepared UPDATE run with ``executemany`` (its
 total row count says whether a row changed meanwhile) and one ``DELETE ... RETURNING`` joined
-to a VALUES list per chunk. One statement per row elsewhere.
+to a VALUES list per chunk. Other databases are refused (system check E011).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from django.core.cache import caches
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from patient_data.bulk.backends.base import Backend, Stored
+from patient_data.bulk.backends.base import Backend, Stored, UnsupportedBackend
 
 CHUNK = 500
 
@@ -34,6 +34,7 @@ class DatabaseBackend(Backend):
         super().__init__(engine, store_class)
         self.model = store_class.get_model_class()
         self.using = router.db_for_write(self.model)
+        self._form()  # refuse an unsupported database before anything is read
 
     def describe(self) -> str:
         connection = connections[self.using]
@@ -89,15 +90,24 @@ class DatabaseBackend(Backend):
         quote = connections[self.using].ops.quote_name
         return quote(self.model._meta.db_table), quote("session_key"), quote("session_data")
 
+    def _names(self) -> dict[str, str]:
+        """Quoted table and column names for the statement templates below."""
+        table, key, data = self._sql()
+        expires = connections[self.using].ops.quote_name("expire_date")
+        return {"table": table, "key": key, "data": data, "expires": expires}
+
     def _form(self) -> str:
-        """Which statements this database gets: ``json`` (PostgreSQL), ``sqlite`` (SQLite >=
-        3.35, which has RETURNING) or ``per_row`` (anything else)."""
+        """``json`` (PostgreSQL) or ``sqlite`` (SQLite >= 3.35, which has RETURNING); system
+        check E011 refuses other databases at start-up."""
         connection = connections[self.using]
         if connection.vendor == "postgresql":
             return "json"
         if connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35):
             return "sqlite"
-        return "per_row"
+        raise UnsupportedBackend(
+            f"Database {self.using!r} ({connection.vendor}) cannot be swept: the bulk cleanup "
+            "needs PostgreSQL or SQLite >= 3.35 (see system check patient_data.E011)."
+        )
 
     def _update(self, writes: list[tuple[str, str, str]]) -> set[str]:
         """Compare-and-set: a row is written only if it still holds what was read."""
@@ -110,85 +120,74 @@ class DatabaseBackend(Backend):
                 "AS v(k text, old text, new text) WHERE s.{key} = v.k AND s.{data} = v.old "
                 "RETURNING s.{key}",
                 [{"k": session_key, "old": old, "new": new} for session_key, old, new in writes],
+                [],
             )
         table, key, data = self._sql()
-        sql = f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s"  # noqa: S608
-        if form == "per_row":
-            return self._each(sql, [(k, (new, k, old)) for k, old, new in writes])
         # SQLite: one prepared statement stepped per row in C, faster here than joining a
         # VALUES list (which SQLite materialises first); the row count is the total.
         with connections[self.using].cursor() as cursor:
-            cursor.executemany(sql, [(new, k, old) for k, old, new in writes])
+            cursor.executemany(
+                f"UPDATE {table} SET {data} = %s WHERE {key} = %s AND {data} = %s",  # noqa: S608
+                [(new, k, old) for k, old, new in writes],
+            )
             if cursor.rowcount == len(writes):
                 return {k for k, _, _ in writes}
         # Some rows changed under us: the ones holding our new content are the written ones.
         current = self.fetch([k for k, _, _ in writes])
         return {k for k, _, new in writes if k in current and current[k].raw == new}
 
-    def _each(self, sql: str, rows: list[tuple[str, tuple]]) -> set[str]:
-        """One statement per row; its row count says whether the row still matched."""
-        done = set()
-        with connections[self.using].cursor() as cursor:
-            for session_key, params in rows:
-                cursor.execute(sql, params)
-                if cursor.rowcount == 1:
-                    done.add(session_key)
-        return done
-
-    def _returning(self, template: str, rows: list[tuple]) -> set[str]:
-        """One statement per chunk of rows joined to a VALUES list; the keys it really
-        changed come back with RETURNING (a row changed under us does not match). A whole
-        chunk is one call into the database driver, not one per row."""
-        table, key, data = self._sql()
+    def _returning(self, template: str, rows: list[tuple], extra: list) -> set[str]:
+        """SQLite: one statement per chunk of rows joined to a VALUES list (``extra`` bound
+        after them); the keys it really changed come back with RETURNING (a row changed
+        under us does not match)."""
         connection = connections[self.using]
         width = len(rows[0])
-        limit = connection.features.max_query_params or CHUNK * width
+        limit = (connection.features.max_query_params or CHUNK * width) - len(extra)
         size = max(1, min(CHUNK, limit // width))
         done: set[str] = set()
         with connection.cursor() as cursor:
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
                 values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(chunk))
-                sql = template.format(table=table, key=key, data=data, values=values)
-                cursor.execute(sql, [value for row in chunk for value in row])
+                sql = template.format(values=values, **self._names())
+                cursor.execute(sql, [value for row in chunk for value in row] + extra)
                 done.update(found for (found,) in cursor.fetchall())
         return done
 
-    def _returning_json(self, template: str, rows: list[dict]) -> set[str]:
-        """PostgreSQL: one statement per chunk whose rows travel as one JSON parameter. The
-        statement text stays short and constant, so the driver does not scan thousands of
-        placeholders and the server plans it in a fraction of a millisecond."""
-        table, key, data = self._sql()
-        sql = template.format(table=table, key=key, data=data)
+    def _returning_json(self, template: str, rows: list[dict], extra: list) -> set[str]:
+        """PostgreSQL: one statement per chunk whose rows travel as one JSON parameter (then
+        ``extra``). The statement text stays short and constant, so the driver does not scan
+        thousands of placeholders and the server plans it in a fraction of a millisecond."""
+        sql = template.format(**self._names())
         done: set[str] = set()
         with connections[self.using].cursor() as cursor:
             for start in range(0, len(rows), CHUNK):
-                cursor.execute(sql, [json.dumps(rows[start : start + CHUNK])])
+                cursor.execute(sql, [json.dumps(rows[start : start + CHUNK]), *extra])
                 done.update(found for (found,) in cursor.fetchall())
         return done
 
     def _delete(self, deletes: list[Stored]) -> set[str]:
+        """Compare-and-delete; a session read as expired must also still be expired (a
+        request may have given the same content a new expiry date meanwhile)."""
         if not deletes:
             return set()
-        form = self._form()
-        if form == "json":
+        now = connections[self.using].ops.adapt_datetimefield_value(timezone.now())
+        if self._form() == "json":
             return self._returning_json(
-                "DELETE FROM {table} AS s USING json_to_recordset(%s::json) AS v(k text, old text) "
-                "WHERE s.{key} = v.k AND s.{data} = v.old RETURNING s.{key}",
-                [{"k": stored.key, "old": stored.raw} for stored in deletes],
+                "DELETE FROM {table} AS s USING json_to_recordset(%s::json) "
+                "AS v(k text, old text, expired boolean) WHERE s.{key} = v.k "
+                "AND s.{data} = v.old AND (NOT v.expired OR s.{expires} <= %s) "
+                "RETURNING s.{key}",
+                [{"k": s.key, "old": s.raw, "expired": bool(s.expired)} for s in deletes],
+                [now],
             )
-        if form == "sqlite":
-            # A row-value IN list would scan the table; join through the key index instead.
-            return self._returning(
-                "DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM (VALUES {values}) "
-                "AS v CROSS JOIN {table} AS s ON s.{key} = v.column1 "
-                "AND s.{data} = v.column2) RETURNING {key}",
-                [(stored.key, stored.raw) for stored in deletes],
-            )
-        table, key, data = self._sql()
-        return self._each(
-            f"DELETE FROM {table} WHERE {key} = %s AND {data} = %s",  # noqa: S608
-            [(stored.key, (stored.key, stored.raw)) for stored in deletes],
+        # A row-value IN list would scan the table; join through the key index instead.
+        return self._returning(
+            "DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM (VALUES {values}) "
+            "AS v CROSS JOIN {table} AS s ON s.{key} = v.column1 AND s.{data} = v.column2 "
+            "AND (v.column3 = 0 OR s.{expires} <= %s)) RETURNING {key}",
+            [(s.key, s.raw, int(bool(s.expired))) for s in deletes],
+            [now],
         )
 
     def written(self, keys: list[str]) -> None:

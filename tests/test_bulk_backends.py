@@ -208,3 +208,16 @@ def test_db_rows_carry_the_expiry_judged_by_the_database(engine, clinician):
     paged = {stored.key: stored.expired for page in backend_for().pages(10) for stored in page}
     fetched = {key: stored.expired for key, stored in backend_for().fetch(keys).items()}
     assert paged == fetched == expected
+
+
+@pytest.mark.parametrize("engine", ["db"], indirect=True)
+def test_db_without_upsert_returning_is_refused_before_anything_is_read(engine, monkeypatch):
+    from django.db import connection
+
+    key = make_session(engine)
+    monkeypatch.setattr(connection, "vendor", "mysql")
+    code, output = run("cleanup_patient_sessions", "--force")
+    assert code == 2
+    assert "patient_data.E011" in output
+    monkeypatch.undo()
+    assert "patient_summary" in load(engine, key)

@@ -34,7 +34,16 @@ class DatabaseBackend(Backend):
         super().__init__(engine, store_class)
         self.model = store_class.get_model_class()
         self.using = router.db_for_write(self.model)
-        self._form()  # refuse an unsupported database before anything is read
+        # Decided once, before anything is read (an unsupported database is refused here).
+        self.form = self._form()
+        quote = connections[self.using].ops.quote_name
+        #: Quoted table and column names for the statements below.
+        self.names = {
+            "table": quote(self.model._meta.db_table),
+            "key": quote("session_key"),
+            "data": quote("session_data"),
+            "expires": quote("expire_date"),
+        }
 
     def describe(self) -> str:
         connection = connections[self.using]
@@ -47,17 +56,16 @@ class DatabaseBackend(Backend):
     def _select(self, where: str, params: list, tail: str = "") -> list[Stored]:
         """Rows matching ``where`` as ``Stored``, expiry judged by the database at ``now``."""
         connection = connections[self.using]
-        table, key, data = self._sql()
-        expires = connection.ops.quote_name("expire_date")
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        sql = f"SELECT {key}, {data}, {expires} <= %s FROM {table} WHERE {where}{tail}"  # noqa: S608 - names from the model, values bound
+        select = "SELECT {key}, {data}, {expires} <= %s FROM {table} WHERE ".format(**self.names)  # noqa: S608 - names from the model, values bound
+        sql = select + where + tail
         with connection.cursor() as cursor:
             cursor.execute(sql, [now, *params])
             rows = cursor.fetchall()
         return [Stored(session_key, raw, bool(expired)) for session_key, raw, expired in rows]
 
     def pages(self, size: int) -> Iterator[list[Stored]]:
-        key = self._sql()[1]
+        key = self.names["key"]
         last = ""  # session keys are non-empty
         while True:
             page = self._select(f"{key} > %s", [last], f" ORDER BY {key} LIMIT {int(size)}")
@@ -67,7 +75,7 @@ class DatabaseBackend(Backend):
             last = page[-1].key
 
     def fetch(self, keys: list[str]) -> dict[str, Stored]:
-        key = self._sql()[1]
+        key = self.names["key"]
         found = {}
         for start in range(0, len(keys), CHUNK):
             chunk = keys[start : start + CHUNK]
@@ -86,16 +94,6 @@ class DatabaseBackend(Backend):
         planned = {key for key, _, _ in writes} | {stored.key for stored in deletes}
         return planned - written - removed
 
-    def _sql(self) -> tuple[str, str, str]:
-        quote = connections[self.using].ops.quote_name
-        return quote(self.model._meta.db_table), quote("session_key"), quote("session_data")
-
-    def _names(self) -> dict[str, str]:
-        """Quoted table and column names for the statement templates below."""
-        table, key, data = self._sql()
-        expires = connections[self.using].ops.quote_name("expire_date")
-        return {"table": table, "key": key, "data": data, "expires": expires}
-
     def _form(self) -> str:
         """``json`` (PostgreSQL) or ``sqlite`` (SQLite >= 3.35, which has RETURNING); system
         check E011 refuses other databases at start-up."""
@@ -113,8 +111,7 @@ class DatabaseBackend(Backend):
         """Compare-and-set: a row is written only if it still holds what was read."""
         if not writes:
             return set()
-        form = self._form()
-        if form == "json":
+        if self.form == "json":
             return self._returning_json(
                 "UPDATE {table} AS s SET {data} = v.new FROM json_to_recordset(%s::json) "
                 "AS v(k text, old text, new text) WHERE s.{key} = v.k AND s.{data} = v.old "
@@ -122,7 +119,7 @@ class DatabaseBackend(Backend):
                 [{"k": session_key, "old": old, "new": new} for session_key, old, new in writes],
                 [],
             )
-        table, key, data = self._sql()
+        table, key, data = (self.names[name] for name in ("table", "key", "data"))
         # SQLite: one prepared statement stepped per row in C, faster here than joining a
         # VALUES list (which SQLite materialises first); the row count is the total.
         with connections[self.using].cursor() as cursor:
@@ -149,7 +146,7 @@ class DatabaseBackend(Backend):
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
                 values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(chunk))
-                sql = template.format(values=values, **self._names())
+                sql = template.format(values=values, **self.names)
                 cursor.execute(sql, [value for row in chunk for value in row] + extra)
                 done.update(found for (found,) in cursor.fetchall())
         return done
@@ -158,7 +155,7 @@ class DatabaseBackend(Backend):
         """PostgreSQL: one statement per chunk whose rows travel as one JSON parameter (then
         ``extra``). The statement text stays short and constant, so the driver does not scan
         thousands of placeholders and the server plans it in a fraction of a millisecond."""
-        sql = template.format(**self._names())
+        sql = template.format(**self.names)
         done: set[str] = set()
         with connections[self.using].cursor() as cursor:
             for start in range(0, len(rows), CHUNK):
@@ -172,7 +169,7 @@ class DatabaseBackend(Backend):
         if not deletes:
             return set()
         now = connections[self.using].ops.adapt_datetimefield_value(timezone.now())
-        if self._form() == "json":
+        if self.form == "json":
             return self._returning_json(
                 "DELETE FROM {table} AS s USING json_to_recordset(%s::json) "
                 "AS v(k text, old text, expired boolean) WHERE s.{key} = v.k "

@@ -176,7 +176,9 @@ def test_patient_pages_get_the_security_headers(with_patient_data):
     assert response["Expires"] == "0"
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
-    assert response["Referrer-Policy"] == "no-referrer"
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the
+    # page's own form POSTs and Django's CSRF check refuses them.
+    assert response["Referrer-Policy"] == "same-origin"
     assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
 
 

@@ -43,7 +43,7 @@ PATIENT_PAGE_HEADERS = {
     "Pragma": "no-cache",
     "Expires": "0",
     "X-Patient-Data-Page": "true",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 

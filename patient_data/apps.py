@@ -7,9 +7,11 @@ class PatientDataConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.contrib.auth.signals import user_logged_out
+        from django.contrib.auth.signals import user_logged_in, user_logged_out
 
         from patient_data import checks  # noqa: F401  (registers the system checks)
         from patient_data.cleanup import on_user_logged_out
+        from patient_data.login import on_user_logged_in
 
         user_logged_out.connect(on_user_logged_out, dispatch_uid="patient_data.logout")
+        user_logged_in.connect(on_user_logged_in, dispatch_uid="patient_data.login")

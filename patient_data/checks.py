@@ -32,6 +32,7 @@ def check_timeouts(app_configs=None, **kwargs) -> list:
         ("PATIENT_SESSION_TIMEOUT", "patient_data.E001"),
         ("PATIENT_MAX_INACTIVE_TIME", "patient_data.E002"),
         ("PATIENT_SESSION_MAX_AGE", "patient_data.E003"),
+        ("PATIENT_SESSION_ABSOLUTE_MAX_AGE", "patient_data.E020"),
     ):
         if not _positive(getattr(conf, name)):
             errors.append(Error(f"{name} must be a positive number of minutes.", id=check_id))

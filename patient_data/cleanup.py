@@ -17,12 +17,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import alogout, logout
-from django.contrib.sessions.backends.base import SessionBase
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
 
 from patient_data import audit, events, guard
+from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
-from patient_data.registry import get_registry
+from patient_data.registry import META_KEY, get_registry
 from patient_data.signals import patient_session_cleared
 
 logger = logging.getLogger("patient_data.cleanup")
@@ -83,16 +84,123 @@ def _finish(target: Any, cleanup: Cleanup) -> int:
     return cleanup.items_cleared
 
 
-def _persist(session: SessionBase) -> None:
-    """Write the cleaned session now, under a new cleanup generation."""
+def _persist(session: SessionBase, *, bump: bool = True) -> bool:
+    """Write the cleaned session now, under the generation lock; False when it is gone.
+
+    Compare and set: the stored session is re-read under the lock, its patient keys dropped
+    and the rest kept, so a change another request saved meanwhile (a preference) survives.
+    ``bump=False`` for a copy that is void already (an older cookie or cache copy): its
+    cleanup must not void the current copy too.
+    """
     client_side = getattr(session, "client_side", False)
     if session.session_key is None and not client_side:
-        return  # never stored: nothing to clean anywhere but in memory
-    data = session._get_session()
-    guard.bump_and_save(data, getattr(session, "save_unguarded", session.save))
+        return True  # never stored: nothing to clean anywhere but in memory
+    mine = session._get_session()
+    info = session_meta.with_ref(session_meta.read(mine))
+    stored_blob = getattr(session, "stored_blob", lambda: mine)
+    try:
+        with guard.locked_state(info["ref"]) as state:
+            stored = stored_blob()
+            if stored is None:
+                return False
+            if bump:
+                state.generation += 1
+                state.save(update_fields=["generation", "updated_at"])
+            data = guard.merged(mine, getattr(session, "_as_loaded", None), stored)
+            data[META_KEY] = session_meta.after_cleanup(info, state.generation)
+            session._session_cache = data
+            getattr(session, "save_unguarded", session.save)()
+    except UpdateError:
+        return False  # removed between the read and the write
     # Written already, so SessionMiddleware need not write the same blob again; a client-side
     # session must still reach the browser as a new cookie.
     session.modified = client_side
+    return True
+
+
+def _gone(session: SessionBase) -> bool:
+    """Whether the stored session went away meanwhile (ended by a concurrent request)."""
+    if session.session_key is None or getattr(session, "client_side", False):
+        return False
+    stored_blob = getattr(session, "stored_blob", None)
+    return stored_blob is not None and stored_blob() is None
+
+
+def _clear(
+    target: Any, action: str, reason: str, source: str, actor: Any, bump: bool = True
+) -> Cleanup | None:
+    """Remove and persist; None when the session was ended already (nothing to record)."""
+    session = _session_of(target)
+    keys = get_registry().patient_keys(list(session.keys()))
+    for key in keys:
+        del session[key]
+    if keys and not _persist(session, bump=bump):
+        return None
+    if not keys and action == CleanupEvent.Action.END_SESSION and _gone(session):
+        return None
+    return _result(target, action, reason, source, actor, keys)
+
+
+async def _aclear(
+    target: Any, action: str, reason: str, source: str, actor: Any, bump: bool = True
+) -> Cleanup | None:
+    session = _session_of(target)
+    keys = get_registry().patient_keys(list(await session.akeys()))
+    for key in keys:
+        del session[key]  # loaded above: no I/O here
+    if keys and not await sync_to_async(_persist)(session, bump=bump):
+        return None
+    if (
+        not keys
+        and action == CleanupEvent.Action.END_SESSION
+        and await sync_to_async(_gone)(session)
+    ):
+        return None
+    return _result(target, action, reason, source, actor, keys)
+
+
+def _log_out(target: Any) -> None:
+    if isinstance(target, SessionBase):
+        target.flush()
+        return
+    setattr(target, ACTIVE_FLAG, True)
+    try:
+        logout(target)
+    finally:
+        setattr(target, ACTIVE_FLAG, False)
+
+
+async def _alog_out(target: Any) -> None:
+    if isinstance(target, SessionBase):
+        await target.aflush()
+        return
+    setattr(target, ACTIVE_FLAG, True)
+    try:
+        await alogout(target)
+    finally:
+        setattr(target, ACTIVE_FLAG, False)
+
+
+def _ended_already(target: Any) -> None:
+    if not isinstance(target, SessionBase):
+        setattr(target, LOGOUT_RECORDED_FLAG, True)
+    logger.info(
+        "A request of an ended session was logged out (%s).",
+        session_ref(_session_of(target).session_key),
+    )
+
+
+def log_out_ended(target: Any) -> None:
+    """Log out a request whose session was ended (and recorded) already: a no-op for the
+    audit, so two tabs, or a replayed older cookie, never record an end twice."""
+    _ended_already(target)
+    _log_out(target)
+
+
+async def alog_out_ended(target: Any) -> None:
+    """Async twin of :func:`log_out_ended`."""
+    _ended_already(target)
+    await _alog_out(target)
 
 
 def _announce(cleanup: Cleanup) -> None:
@@ -118,15 +226,18 @@ def clear_patient_session_data(
     source: str = "api",
     actor: Any = None,
     action: str = CleanupEvent.Action.CLEAR_PATIENT_DATA,
+    stale_copy: bool = False,
 ) -> int:
-    """Remove every registered patient key from the session; returns how many were removed."""
-    session = _session_of(target)
-    keys = get_registry().patient_keys(list(session.keys()))
-    for key in keys:
-        del session[key]
-    if keys:
-        _persist(session)
-    cleanup = _result(target, action, reason, source, actor, keys)
+    """Remove every registered patient key from the session; returns how many were removed.
+
+    ``stale_copy``: the session is an older copy whose data is void already (a replayed
+    cookie): cleaning it does not start a new generation, so the current copy stays valid.
+    A session that was ended meanwhile by another request is logged out, without a record.
+    """
+    cleanup = _clear(target, action, reason, source, actor, bump=not stale_copy)
+    if cleanup is None:
+        log_out_ended(target)
+        return 0
     _announce(cleanup)
     return _finish(target, cleanup)
 
@@ -138,49 +249,41 @@ async def aclear_patient_session_data(
     source: str = "api",
     actor: Any = None,
     action: str = CleanupEvent.Action.CLEAR_PATIENT_DATA,
+    stale_copy: bool = False,
 ) -> int:
     """Async twin of :func:`clear_patient_session_data`."""
-    session = _session_of(target)
-    keys = get_registry().patient_keys(list(await session.akeys()))
-    for key in keys:
-        del session[key]  # loaded above: no I/O here
-    if keys:
-        await sync_to_async(_persist)(session)
-    cleanup = _result(target, action, reason, source, actor, keys)
+    cleanup = await _aclear(target, action, reason, source, actor, bump=not stale_copy)
+    if cleanup is None:
+        await alog_out_ended(target)
+        return 0
     await _aannounce(cleanup)
     return _finish(target, cleanup)
 
 
 def end_session(target: Any, *, reason: str, source: str, actor: Any = None) -> int:
-    """Clear the patient data, then end the whole session (logging the user out)."""
-    items = clear_patient_session_data(
-        target, reason=reason, source=source, actor=actor, action=CleanupEvent.Action.END_SESSION
-    )
-    if isinstance(target, SessionBase):
-        target.flush()
-        return items
-    setattr(target, ACTIVE_FLAG, True)
-    try:
-        logout(target)
-    finally:
-        setattr(target, ACTIVE_FLAG, False)
-    return items
+    """Clear the patient data, then end the whole session (logging the user out).
+
+    Ending a session that another request ended already logs this request out and records
+    nothing (two tabs after the idle limit: no second record, no error).
+    """
+    cleanup = _clear(target, CleanupEvent.Action.END_SESSION, reason, source, actor)
+    if cleanup is None:
+        log_out_ended(target)
+        return 0
+    _announce(cleanup)
+    _log_out(target)
+    return _finish(target, cleanup)
 
 
 async def aend_session(target: Any, *, reason: str, source: str, actor: Any = None) -> int:
     """Async twin of :func:`end_session`."""
-    items = await aclear_patient_session_data(
-        target, reason=reason, source=source, actor=actor, action=CleanupEvent.Action.END_SESSION
-    )
-    if isinstance(target, SessionBase):
-        await target.aflush()
-        return items
-    setattr(target, ACTIVE_FLAG, True)
-    try:
-        await alogout(target)
-    finally:
-        setattr(target, ACTIVE_FLAG, False)
-    return items
+    cleanup = await _aclear(target, CleanupEvent.Action.END_SESSION, reason, source, actor)
+    if cleanup is None:
+        await alog_out_ended(target)
+        return 0
+    await _aannounce(cleanup)
+    await _alog_out(target)
+    return _finish(target, cleanup)
 
 
 def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
@@ -203,20 +306,21 @@ def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwa
     """``user_logged_out`` receiver: a logout clears and records the patient data."""
     if request is None or getattr(request, ACTIVE_FLAG, False):
         return
-    clear_patient_session_data(
-        request,
-        reason="logout",
-        source="logout",
-        actor=user,
-        action=CleanupEvent.Action.END_SESSION,
-    )
+    if getattr(request, LOGOUT_RECORDED_FLAG, False):
+        return  # this request's end is recorded already (e.g. ended by the middleware)
+    cleanup = _clear(request, CleanupEvent.Action.END_SESSION, "logout", "logout", user)
+    if cleanup is not None:  # None: ended meanwhile by another request, recorded there
+        _announce(cleanup)
+        _finish(request, cleanup)
 
 
 __all__ = [
     "Cleanup",
     "aclear_patient_session_data",
     "aend_session",
+    "alog_out_ended",
     "clear_patient_session_data",
     "end_session",
+    "log_out_ended",
     "record_lost",
 ]

@@ -58,6 +58,12 @@ class Settings:
         return getattr(settings, "PATIENT_SESSION_MAX_AGE", 12 * 60)
 
     @cached_property
+    def PATIENT_SESSION_ABSOLUTE_MAX_AGE(self) -> float:
+        """Absolute lifetime of a login in minutes: then a new login is needed, whatever the
+        activity (ASVS 7.3.2; NIST SP 800-63B AAL3: 12 h)."""
+        return getattr(settings, "PATIENT_SESSION_ABSOLUTE_MAX_AGE", 12 * 60)
+
+    @cached_property
     def PATIENT_ACTIVITY_WRITE_INTERVAL(self) -> float:
         """Seconds between two writes of the activity stamp of one session."""
         return getattr(settings, "PATIENT_ACTIVITY_WRITE_INTERVAL", 15)

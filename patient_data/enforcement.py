@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib.auth import SESSION_KEY
 
-from patient_data import cleanup, epoch, guard, policy
+from patient_data import cleanup, epoch, guard, policy, revocation
 from patient_data import meta as session_meta
 from patient_data.refs import session_ref
 from patient_data.registry import get_registry
@@ -36,10 +36,20 @@ def _user_ok(user: Any) -> bool:
     return bool(user.is_authenticated and user.is_active)
 
 
-def _checks_generation_on_load(session: Any, info: dict[str, Any]) -> bool:
-    # Every guarded store is checked at save time; stores where an older copy can come back
-    # by itself (see GuardedSessionMixin.verify_generation_on_load) are checked here as well.
-    return bool(getattr(session, "verify_generation_on_load", False) and info.get("ref"))
+def _verified_ref(session: Any, facts: policy.Facts) -> str | None:
+    """The ref to look up on the way in, for stores where an older copy can come back by
+    itself (see GuardedSessionMixin.verify_generation_on_load); every guarded store is
+    checked at save time as well."""
+    if not getattr(session, "verify_generation_on_load", False):
+        return None
+    if not (facts.claims_auth or facts.has_patient_data):
+        return None
+    return facts.meta.get("ref")
+
+
+#: A copy whose patient data is void already: cleaning it starts no new generation.
+STALE_COPY = "concurrent_cleanup"
+ENDED = "session_ended"
 
 
 def _log(target: Any, verdict: policy.Verdict, items: int) -> None:
@@ -59,21 +69,25 @@ def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
     """Judge the session of ``target`` now and carry the verdict out (sync)."""
     session = target.session
     facts = _facts(dict(session.items()), time.time())
-    if facts.has_patient_data:
-        ref = facts.meta.get("ref")
+    ref = _verified_ref(session, facts)
+    if ref:
+        facts = replace(facts, ended=revocation.is_ended(ref))
+    if facts.has_patient_data and not facts.ended:
         facts = replace(
             facts,
             user_ok=_user_ok(target.user),
             current_epoch=epoch.current(),
-            stored_generation=guard.current_generation(ref)
-            if _checks_generation_on_load(session, facts.meta)
-            else None,
+            stored_generation=guard.current_generation(ref) if ref else None,
         )
     verdict = policy.judge(facts)
-    if verdict.action == policy.END:
+    if verdict.reason == ENDED:
+        cleanup.log_out_ended(target)
+    elif verdict.action == policy.END:
         _log(target, verdict, cleanup.end_session(target, reason=verdict.reason, source=source))
     elif verdict.action == policy.CLEAR:
-        items = cleanup.clear_patient_session_data(target, reason=verdict.reason, source=source)
+        items = cleanup.clear_patient_session_data(
+            target, reason=verdict.reason, source=source, stale_copy=verdict.reason == STALE_COPY
+        )
         _log(target, verdict, items)
     return verdict
 
@@ -82,23 +96,25 @@ async def aenforce(target: Any, source: str = "middleware") -> policy.Verdict:
     """Async twin of :func:`enforce` (Django's async session and auth API only)."""
     session = target.session
     facts = _facts(dict(await session.aitems()), time.time())
-    if facts.has_patient_data:
-        ref = facts.meta.get("ref")
+    ref = _verified_ref(session, facts)
+    if ref:
+        facts = replace(facts, ended=await revocation.ais_ended(ref))
+    if facts.has_patient_data and not facts.ended:
         facts = replace(
             facts,
             user_ok=_user_ok(await target.auser()),
             current_epoch=await epoch.acurrent(),
-            stored_generation=await guard.acurrent_generation(ref)
-            if _checks_generation_on_load(session, facts.meta)
-            else None,
+            stored_generation=await guard.acurrent_generation(ref) if ref else None,
         )
     verdict = policy.judge(facts)
-    if verdict.action == policy.END:
+    if verdict.reason == ENDED:
+        await cleanup.alog_out_ended(target)
+    elif verdict.action == policy.END:
         items = await cleanup.aend_session(target, reason=verdict.reason, source=source)
         _log(target, verdict, items)
     elif verdict.action == policy.CLEAR:
         items = await cleanup.aclear_patient_session_data(
-            target, reason=verdict.reason, source=source
+            target, reason=verdict.reason, source=source, stale_copy=verdict.reason == STALE_COPY
         )
         _log(target, verdict, items)
     return verdict

@@ -83,15 +83,27 @@ def guarded_save(data: dict[str, Any], save: Callable[[], Any]) -> Any:
         return save()
 
 
-def bump_and_save(data: dict[str, Any], save: Callable[[], Any]) -> int:
-    """Start a new generation for the session in ``data`` and persist the (cleaned) blob."""
-    info = session_meta.with_ref(session_meta.read(data))
-    with locked_state(info["ref"]) as state:
-        state.generation += 1
-        state.save(update_fields=["generation", "updated_at"])
-        data[META_KEY] = session_meta.after_cleanup(info, state.generation)
-        save()
-    return state.generation
+def merged(
+    mine: dict[str, Any], loaded: dict[str, Any] | None, stored: dict[str, Any]
+) -> dict[str, Any]:
+    """The session to write for a cleanup: the stored one (a concurrent request's changes
+    kept) with this request's own changes over it, and no patient data.
+
+    ``loaded`` is what this request loaded; a key it changed, added or removed since is
+    this request's change. Without it (never loaded) this request's blob is taken as it is.
+    """
+    if loaded is None:
+        result = dict(mine)
+    else:
+        result = dict(stored)
+        for key in mine.keys() | loaded.keys():
+            if key not in mine:
+                result.pop(key, None)
+            elif key not in loaded or mine[key] != loaded[key]:
+                result[key] = mine[key]
+    for key in get_registry().patient_keys(list(result)):
+        del result[key]
+    return result
 
 
 def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:

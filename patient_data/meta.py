@@ -6,7 +6,8 @@
 - ``since``: when the session first got patient data (absolute lifetime),
 - ``seen``: last user activity (idle timeouts), written at most once per interval,
 - ``gen``: cleanup generation the data belongs to (no-resurrection guard),
-- ``epoch``: server-wide patient-data epoch the data was stored under.
+- ``epoch``: server-wide patient-data epoch the data was stored under,
+- ``login``: when the user signed in (the session's absolute lifetime).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def after_cleanup(meta: dict[str, Any], generation: int | None) -> dict[str, Any
     if generation is not None:
         updated["gen"] = generation
     return updated
+
+
+def at_login(meta: dict[str, Any], now: float) -> dict[str, Any]:
+    """Bookkeeping of a session whose user just signed in: a ref (so the session can be
+    revoked when it ends) and the login time (absolute lifetime)."""
+    return {**with_ref(meta), "login": now}
 
 
 def with_ref(meta: dict[str, Any]) -> dict[str, Any]:

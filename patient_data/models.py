@@ -76,6 +76,20 @@ class PatientSessionState(models.Model):
         return f"generation {self.generation}"
 
 
+class EndedSession(models.Model):
+    """A session that was ended (logout, emergency cleanup, flush), kept until no copy of it
+    can still be presented (see patient_data.revocation).
+
+    Keyed by the random reference in the session's bookkeeping, like the generations.
+    """
+
+    ref = models.CharField(max_length=64, primary_key=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"ended, kept until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 class PatientDataEpoch(models.Model):
     """A server-wide counter: patient data stamped with an older epoch is void.
 

@@ -6,6 +6,7 @@ rules here means both middleware modes, and later the socket side, apply the sam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,11 @@ class Verdict:
 
 KEEP_VERDICT = Verdict(KEEP)
 
+#: Seconds a stamp may lie in the future (a node's clock slightly ahead). A stamp further
+#: ahead (clock stepped back, skewed node) is not trusted: it reads as long expired, so the
+#: timers fail closed instead of pausing until the clock catches up.
+FUTURE_STAMP_TOLERANCE = 60.0
+
 
 @dataclass(frozen=True)
 class Facts:
@@ -34,16 +40,35 @@ class Facts:
     user_ok: bool = True
     current_epoch: int = 0
     stored_generation: int | None = None
+    #: The session was ended (logout, emergency, flush) and this is an older copy of it.
+    ended: bool = False
+
+
+def elapsed(now: float, stamp: float | None) -> float | None:
+    """Seconds since ``stamp`` (None without one); ``inf`` for a stamp too far ahead."""
+    if stamp is None:
+        return None
+    if stamp - now > FUTURE_STAMP_TOLERANCE:
+        return math.inf
+    return max(0.0, now - stamp)
 
 
 def judge(facts: Facts) -> Verdict:
     """The first rule that applies, most drastic first."""
-    seen = facts.meta.get("seen")
-    idle = facts.now - seen if seen is not None else 0.0
+    if facts.ended:
+        return Verdict(END, "session_ended")
+    idle = elapsed(facts.now, facts.meta.get("seen")) or 0.0
     if (
         facts.claims_auth or facts.has_patient_data
     ) and idle >= conf.PATIENT_MAX_INACTIVE_TIME * 60:
         return Verdict(END, "session_max_inactive")
+    logged_in_for = elapsed(facts.now, facts.meta.get("login"))
+    if (
+        facts.claims_auth
+        and logged_in_for is not None
+        and logged_in_for >= conf.PATIENT_SESSION_ABSOLUTE_MAX_AGE * 60
+    ):
+        return Verdict(END, "session_max_age")
     if not facts.has_patient_data:
         return KEEP_VERDICT
     if facts.meta.get("epoch", 0) < facts.current_epoch:
@@ -54,8 +79,8 @@ def judge(facts: Facts) -> Verdict:
         return Verdict(CLEAR, "unauthenticated_session")
     if idle >= conf.PATIENT_SESSION_TIMEOUT * 60:
         return Verdict(CLEAR, "patient_session_timeout")
-    since = facts.meta.get("since")
-    if since is not None and facts.now - since >= conf.PATIENT_SESSION_MAX_AGE * 60:
+    held_for = elapsed(facts.now, facts.meta.get("since"))
+    if held_for is not None and held_for >= conf.PATIENT_SESSION_MAX_AGE * 60:
         return Verdict(CLEAR, "patient_session_max_age")
     return KEEP_VERDICT
 
@@ -63,4 +88,5 @@ def judge(facts: Facts) -> Verdict:
 def activity_due(meta: dict[str, Any], now: float) -> bool:
     """Whether the activity stamp is old enough to be written again."""
     seen = meta.get("seen")
-    return seen is None or now - seen >= conf.PATIENT_ACTIVITY_WRITE_INTERVAL
+    # A stamp ahead of the clock is rewritten at the next activity, not trusted until then.
+    return seen is None or seen > now or now - seen >= conf.PATIENT_ACTIVITY_WRITE_INTERVAL

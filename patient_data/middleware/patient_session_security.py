@@ -26,6 +26,7 @@ from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
 from patient_data import activity, cleanup, enforcement, policy
+from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
 from patient_data.registry import META_KEY, get_registry
@@ -156,7 +157,9 @@ def _unrecorded_end(request: HttpRequest, before: dict, after: dict) -> str | No
     lost_auth = SESSION_KEY in before and SESSION_KEY not in after
     if lost_auth and registry.patient_keys(after):
         return CLEAR_REST
-    flushed = META_KEY in before and META_KEY not in after
+    # A login as someone else flushes the session and stamps a new ref at once.
+    ref = session_meta.read(before).get("ref")
+    flushed = ref is not None and session_meta.read(after).get("ref") != ref
     if (lost_auth or flushed) and registry.patient_keys(before):
         return "logout" if lost_auth else "session_flushed"
     return None

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from typing import Any
 
-from patient_data import guard
+from asgiref.sync import sync_to_async
+from django.contrib.sessions.backends.base import UpdateError
+
+from patient_data import guard, revocation
+from patient_data import meta as session_meta
 from patient_data.registry import get_registry
 
 
+def _holds_patient_data(data: dict[str, Any]) -> bool:
+    return bool(get_registry().patient_keys(list(data)))
+
+
 class GuardedSessionMixin:
-    """Saves of blobs carrying patient data go through the cleanup-generation lock."""
+    """Saves of blobs carrying patient data go through the cleanup-generation lock; an ended
+    session is revoked; every async entry point stays async-safe with patient data."""
 
     #: True when the blob lives in the client: a cleaned session must still be sent out.
     client_side = False
@@ -18,8 +27,35 @@ class GuardedSessionMixin:
     #: stores compare the generation on the way in, not only when saving.
     verify_generation_on_load = False
 
+    # What this request loaded (a shallow copy): a cleanup compares it with the stored
+    # session to keep a concurrent request's changes (patient_data.cleanup).
+    def load(self) -> dict[str, Any]:
+        data = super().load()
+        self._as_loaded = dict(data)
+        return data
+
+    async def aload(self) -> dict[str, Any]:
+        data = await super().aload()
+        self._as_loaded = dict(data)
+        return data
+
+    def stored_blob(self) -> dict[str, Any] | None:
+        """The session as stored now (not as this request loaded it); None when it is gone."""
+        fresh = self.__class__(self.session_key)
+        data = fresh.load()
+        return data if fresh.session_key == self.session_key else None
+
+    def _gone_unloaded(self, loaded: bool, key: str | None) -> bool:
+        # Django's engines raise UpdateError when a session that was never loaded is saved
+        # after its stored form went away (SessionMiddleware: SessionInterrupted). Reading it
+        # here first must not turn that into a new empty session.
+        return not loaded and key is not None and self.session_key is None
+
     def save(self, must_create: bool = False) -> None:
+        loaded, key = hasattr(self, "_session_cache"), self.session_key
         data = self._get_session(no_load=must_create)
+        if self._gone_unloaded(loaded, key):
+            raise UpdateError
         return guard.guarded_save(data, lambda: super(GuardedSessionMixin, self).save(must_create))
 
     def save_unguarded(self, must_create: bool = False) -> None:
@@ -27,8 +63,36 @@ class GuardedSessionMixin:
         return super().save(must_create)
 
     async def asave(self, must_create: bool = False) -> None:
+        loaded, key = hasattr(self, "_session_cache"), self.session_key
         data = await self._aget_session(no_load=must_create)
-        if not get_registry().patient_keys(list(data)):
+        if self._gone_unloaded(loaded, key):
+            raise UpdateError
+        if not _holds_patient_data(data):
             return await super().asave(must_create)
         # The guard's row lock is a transaction: that part runs in the sync world.
         return await sync_to_async(self.save)(must_create)
+
+    async def acreate(self) -> None:
+        # Django's file and signed-cookie engines create through the sync save(), which takes
+        # the guard's row lock when the session holds patient data (acycle_key does this).
+        if _holds_patient_data(getattr(self, "_session_cache", {})):
+            return await sync_to_async(self.create)()
+        return await super().acreate()
+
+    async def acycle_key(self) -> None:
+        if _holds_patient_data(await self._aget_session()):
+            return await sync_to_async(self.cycle_key)()
+        return await super().acycle_key()
+
+    # An ended session stays ended: its ref is revoked wherever a copy of it may still live.
+    def flush(self) -> None:
+        ref = session_meta.read(self._get_session()).get("ref")
+        if ref:
+            revocation.revoke(ref)
+        super().flush()
+
+    async def aflush(self) -> None:
+        ref = session_meta.read(await self._aget_session()).get("ref")
+        if ref:
+            await revocation.arevoke(ref)
+        await super().aflush()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.sessions.backends.signed_cookies import SessionStore as DjangoSessionStore
 
 from patient_data.sessions.base import GuardedSessionMixin
@@ -10,3 +12,7 @@ class SessionStore(GuardedSessionMixin, DjangoSessionStore):
 
     client_side = True
     verify_generation_on_load = True
+
+    def stored_blob(self) -> dict[str, Any] | None:
+        # The cookie this request carried is the only stored form: nothing else to merge.
+        return dict(self._get_session())

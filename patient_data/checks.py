@@ -121,7 +121,33 @@ def check_sessions(app_configs=None, **kwargs) -> list:
             )
         )
     warnings.extend(sqlite_warnings(settings.DATABASES))
+    warnings.extend(per_process_cache_warnings())
     return warnings
+
+
+def per_process_cache_warnings() -> list:
+    """W020 when sessions live in a local-memory cache: each server process has its own."""
+    if settings.SESSION_ENGINE not in {
+        "patient_data.sessions.cache",
+        "patient_data.sessions.cached_db",
+    }:
+        return []
+    alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
+    backend = settings.CACHES.get(alias, {}).get("BACKEND", "")
+    if not backend.endswith(".LocMemCache"):
+        return []
+    return [
+        Warning(
+            f"SESSION_ENGINE {settings.SESSION_ENGINE!r} on a local-memory cache: every server "
+            "process keeps its own copies, so a logout or bulk cleanup in one process does "
+            "not reach another's (such copies are checked on load and logged out, never "
+            "served with patient data; with the cache engine other processes do not see the "
+            "session at all).",
+            hint="Set REDIS_URL (a shared Redis cache), or use patient_data.sessions.db; "
+            "keep a local-memory cache to one process (startup_with_cleanup.py --workers 1).",
+            id="patient_data.W020",
+        )
+    ]
 
 
 @register(Tags.security)

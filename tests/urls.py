@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from django.contrib.auth import SESSION_KEY, alogout, logout
 from django.http import HttpResponse, JsonResponse
 from django.urls import include, path
 
-from patient_data import patient_session
+from patient_data import cleanup, patient_session
 from patient_data.decorators import passive_activity, patient_data_page
 
 #: Set by tests around the slow view: it loads the session, waits, then writes a note.
@@ -123,3 +124,27 @@ def login_other_view(request):
 
 
 urlpatterns.insert(0, path("_test/login-other/", login_other_view))
+
+
+def slow_clear_view(request):
+    """Loads the session, waits, then clears its patient data (a request-path cleanup)."""
+    list(request.session.items())
+    SLOW_LOADED.set()
+    SLOW_RELEASE.wait(timeout=10)
+    cleanup.clear_patient_session_data(request)
+    return HttpResponse("cleared")
+
+
+async def aslow_clear_view(request):
+    """Async twin of :func:`slow_clear_view`."""
+    await request.session.aitems()
+    SLOW_LOADED.set()
+    await asyncio.to_thread(SLOW_RELEASE.wait, 10)
+    await cleanup.aclear_patient_session_data(request)
+    return HttpResponse("cleared")
+
+
+urlpatterns[:0] = [
+    path("_test/slow-clear/", slow_clear_view),
+    path("_test/aslow-clear/", aslow_clear_view),
+]

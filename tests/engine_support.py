@@ -10,6 +10,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 ENGINES = ["db", "cached_db", "cache", "file", "signed_cookies"]
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 
 @pytest.fixture(name="engine", params=ENGINES)
@@ -17,7 +18,8 @@ def engine_fixture(request, tmp_path):
     """Yields the engine module ``patient_data.sessions.<name>``, configured."""
     name = f"patient_data.sessions.{request.param}"
     module = import_module(name)
-    with override_settings(SESSION_ENGINE=name, SESSION_FILE_PATH=str(tmp_path)):
+    # Local memory, whatever REDIS_URL says: clearing it afterwards touches nothing shared.
+    with override_settings(SESSION_ENGINE=name, SESSION_FILE_PATH=str(tmp_path), CACHES=LOCMEM):
         module.SessionStore._storage_path = str(tmp_path)  # Django caches it on the class
         try:
             yield module

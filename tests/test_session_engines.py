@@ -17,7 +17,10 @@ from django.test import override_settings
 
 from patient_data import checks, patient_session
 from patient_data.registry import META_KEY
-from tests.engine_support import engine_fixture  # noqa: F401 - the "engine" fixture
+from tests.engine_support import (
+    LOCMEM,
+    engine_fixture,  # noqa: F401 - the "engine" fixture
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +150,6 @@ def test_commands_start_on_a_fresh_var_dir_with_file_sessions(command, tmp_path)
 
 # -- item 21: cached_db with a per-process cache ---------------------------------------------
 
-LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 REDIS = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "x"}}
 
 

@@ -53,6 +53,15 @@ def advance() -> int:
     return _remember(time.monotonic(), value)
 
 
+def wait_until_in_force(advanced_at: float) -> None:
+    """Return once no process can still trust a copy read before the advance at
+    ``advanced_at`` (``time.monotonic()``): each trusts one for PATIENT_EPOCH_CACHE_SECONDS
+    at most. Requests already judged before the advance may still finish."""
+    remaining = conf.PATIENT_EPOCH_CACHE_SECONDS - (time.monotonic() - advanced_at)
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 def forget() -> None:
     """Drop the in-process copy (tests, and processes that must see an advance at once)."""
     global _cached

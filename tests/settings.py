@@ -11,3 +11,6 @@ SECURE_COOKIES = False
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 ROOT_URLCONF = "tests.urls"
+
+# The start-up cleanup waits this long for every process to see an epoch advance.
+PATIENT_EPOCH_CACHE_SECONDS = 0.2

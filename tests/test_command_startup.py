@@ -115,3 +115,23 @@ def test_unsupported_backend_still_gets_the_epoch(db):
     assert "LocMemCache" in out
     epoch.forget()
     assert epoch.current() == 1
+
+
+@pytest.mark.parametrize("engine", ["db", "file"], indirect=True)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_summary_counts_what_the_epoch_voids_beside_what_is_cleaned_now(
+    engine, clinician, dry_run
+):
+    make_session(engine)  # anonymous: cleaned now
+    make_session(engine, user=clinician, idle_minutes=31)  # idle: cleaned now
+    make_session(engine, user=clinician)  # active: left to the epoch
+    make_session(engine, user=clinician)
+    make_session(engine, patient=False)
+    code, out = run(COMMAND, *(["--dry-run"] if dry_run else []))
+    assert code == 0
+    assert "Scanned 5 sessions, 4 with patient data." in out
+    would = " would be" if dry_run else ""
+    assert (
+        f"Sessions holding patient data: 2{would} cleaned now, 2 more{would} voided by the "
+        "epoch (cleared at their next request)." in out
+    )

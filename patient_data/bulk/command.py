@@ -126,6 +126,11 @@ class BulkCommand(BaseCommand):
             f"The patient-data epoch {verb} from {before} to {after}: the middleware drops the "
             "patient data of every session stamped with an older epoch at its next request."
         )
+        if not report.dry_run:
+            self.stdout.write(
+                "Every server process uses the new epoch now: the command waited out "
+                "PATIENT_EPOCH_CACHE_SECONDS, how long a process trusts its copy."
+            )
         if report.backend == "signed_cookies":
             self.stdout.write(
                 "Signed-cookie sessions live in the browsers and cannot be enumerated or "
@@ -139,6 +144,12 @@ class BulkCommand(BaseCommand):
             self.stdout.write(
                 f"Scanned {report.scanned} sessions, {report.with_patient_data} with patient data."
             )
+            if report.epoch is not None:
+                self.stdout.write(
+                    f"Sessions holding patient data: {report.sessions}{would} cleaned now, "
+                    f"{report.voided_by_epoch} more{would} voided by the epoch (cleared at "
+                    "their next request)."
+                )
         for reason, count in sorted(report.reasons.items()):
             self.stdout.write(f"  {reason}: {count} sessions")
         if report.deleted:

@@ -11,6 +11,7 @@ session, so one bad session never aborts the run.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,9 @@ class Report:
     reasons: Counter = field(default_factory=Counter)
     #: (before, after) when the patient-data epoch was (or would be) advanced.
     epoch: tuple[int, int] | None = None
+    #: Sessions holding patient data from before that advance that this run leaves as they
+    #: are: void by the epoch, cleared by the middleware at their next request.
+    voided_by_epoch: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -111,6 +115,7 @@ class Sweep:
         self._entries: set[str] = set()
 
     def run(self) -> Report:
+        advanced_at = time.monotonic()
         if self.advance_epoch:
             self._advance_epoch()
         if self.backend.enumerable:
@@ -123,6 +128,10 @@ class Sweep:
                 self.on_page(len(page))
         if self.report.sessions and not self.dry_run:
             events.publish(self._summary_event())
+        if self.report.epoch is not None and not self.dry_run:
+            # Void in every server process when the command says so, not up to the
+            # epoch cache's lifetime later.
+            epoch.wait_until_in_force(advanced_at)
         return self.report
 
     def _advance_epoch(self) -> None:
@@ -186,7 +195,14 @@ class Sweep:
                 found.append((stored, *decoded))
         self.report.scanned += len(page)
         self.report.with_patient_data += sum(1 for _, _, keys in found if keys)
+        self.report.voided_by_epoch += sum(1 for _, data, keys in found if self._void(data, keys))
         return self._plans(found)
+
+    def _void(self, data: dict[str, Any] | None, keys: list[str]) -> bool:
+        """Whether the session holds patient data the epoch advance voids."""
+        if self.report.epoch is None or not keys or data is None:
+            return False
+        return session_meta.read(data).get("epoch", 0) < self.report.epoch[1]
 
     # -- writing --------------------------------------------------------------------------
 
@@ -275,6 +291,7 @@ class Sweep:
                 report.items += cleanup.items_cleared
                 report.deleted += plan.decision.action == DELETE
             report.reasons[plan.decision.reason] += 1
+            report.voided_by_epoch -= self._void(plan.data, plan.keys)
             self._entries.update(cleanup.keys)
             if signal:
                 patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))

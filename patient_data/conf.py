@@ -125,7 +125,7 @@ class Settings:
     def PATIENT_SOCKET_RATE_LIMIT(self) -> tuple[int, float]:
         """``(frames, seconds)``: frames one socket may send per window; more get a
         ``rate_limited`` error, twice as many close the socket (4008)."""
-        return tuple(getattr(settings, "PATIENT_SOCKET_RATE_LIMIT", (20, 10)))
+        return getattr(settings, "PATIENT_SOCKET_RATE_LIMIT", (20, 10))
 
     @cached_property
     def NCP_WORKERS(self) -> int:

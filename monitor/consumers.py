@@ -87,6 +87,10 @@ class _LiveSocket(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups.append(group)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        fanout.unregister(self)
+        await super().websocket_disconnect(message)
+
     async def run(self, command: protocol.Command) -> str:
         raise NotImplementedError
 
@@ -133,7 +137,7 @@ class PatientSessionConsumer(_LiveSocket):
         ref = self.identity.ref
         await self._join(events.session_group(ref))
         await self.accept()
-        fanout.ensure_listening()
+        fanout.register(self)
         timers.attach(ref, self.identity.session_key, self)
         tabs = await presence.ajoin(ref, self.channel_name)
         await events.apublish_presence(ref, tabs)
@@ -144,9 +148,9 @@ class PatientSessionConsumer(_LiveSocket):
         if self.identity is not None:
             ref = self.identity.ref
             timers.detach(ref, self)
-            tabs = await presence.aleave(ref, self.channel_name)
-            if not tabs:
+            if not timers.sockets_of(ref):
                 commands.throttle.forget(ref)
+            tabs = await presence.aleave(ref, self.channel_name)
             await events.apublish_presence(ref, tabs)
         await super().websocket_disconnect(message)
 
@@ -181,6 +185,7 @@ class MonitorConsumer(_LiveSocket):
             return await self.close()
         await self._join(conf.PATIENT_EVENT_GROUP)
         await self.accept()
+        fanout.register(self)
         await self.push(await state.asnapshot())
 
     async def run(self, command: protocol.Command) -> str:

@@ -138,7 +138,3 @@ def wake_all() -> None:
 def sockets_of(ref: str) -> set[Any]:
     timer = _timers.get(ref)
     return set(timer.sockets) if timer is not None else set()
-
-
-def all_sockets() -> list[Any]:
-    return [socket for timer in _timers.values() for socket in timer.sockets]

@@ -218,3 +218,20 @@ async def test_staff_acting_on_an_unknown_session_get_an_error(clinician):
     error = await monitor.expect("error")
     assert (error["error"], error["id"]) == ("no_such_session", "u")
     await monitor.close()
+
+
+async def test_the_monitor_follows_activity_and_tabs_of_every_session(clinician):
+    client = await signed_in(clinician)
+    monitor = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
+    page = await session_socket(client)
+    ref = session_ref(session_key(client))
+    assert (await monitor.expect("presence.changed")) == {
+        "v": 1, "type": "presence.changed", "session": ref, "open_tabs": 1
+    }  # fmt: skip
+    await rewrite(client, seen=time.time() - 60)
+    await client.get("/_test/marked/")
+    activity = await monitor.expect("session.activity")
+    assert activity["session"] == ref and activity["idle_seconds_left"] > 0
+    await page.close()
+    assert (await monitor.expect("presence.changed"))["open_tabs"] == 0
+    await monitor.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 
+from patient_data import epoch, events
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from tests.live_support import (
@@ -99,4 +101,15 @@ async def test_activity_on_another_process_moves_the_deadline(clinician):
     assert "session.activity" in [frame["type"] for frame in frames]
     assert "session.cleared" not in [frame["type"] for frame in frames]
     assert "patient_summary" in await client.session.aload()
+    await socket.close()
+
+
+async def test_an_epoch_advance_makes_every_open_page_judge_its_session_again(clinician):
+    client = await signed_in(clinician)
+    socket = await _open(client)
+    await socket.expect("session.state")
+    await sync_to_async(epoch.advance)()
+    await sync_to_async(events.publish_batch)([], epoch_advanced=True)
+    cleared = await socket.expect("session.cleared")
+    assert (cleared["reason"], cleared["source"]) == ("patient_data_epoch_advanced", "socket_timer")
     await socket.close()

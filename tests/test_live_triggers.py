@@ -13,11 +13,13 @@ from patient_data import index
 from patient_data.conf import conf
 from patient_data.refs import session_ref
 from tests.live_support import (
+    monitor_socket,
     rewrite,
     scanned_frames,  # noqa: F401 - fixture
     session_key,
     session_socket,
     signed_in,
+    staff_user,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("scanned_frames")]
@@ -101,3 +103,12 @@ async def test_presence_reaches_the_sockets(clinician):
     cleared = await _cleared(socket)
     assert (cleared["reason"], cleared["source"]) == ("browser_closed", "presence")
     await socket.close()
+
+
+async def test_the_monitor_gets_one_summary_per_bulk_run(clinician):
+    await signed_in(clinician)
+    monitor = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
+    await sync_to_async(call_command)("cleanup_patient_sessions", force=True, stdout=StringIO())
+    summary = await monitor.expect("sessions.cleared")
+    assert (summary["source"], summary["sessions"], summary["items_cleared"]) == ("command", 1, 3)
+    await monitor.close()

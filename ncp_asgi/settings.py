@@ -166,6 +166,9 @@ PATIENT_MAX_INACTIVE_TIME = _minutes("PATIENT_MAX_INACTIVE_TIME", 60)
 PATIENT_SESSION_MAX_AGE = _minutes("PATIENT_SESSION_MAX_AGE", 12 * 60)
 PATIENT_SESSION_ABSOLUTE_MAX_AGE = _minutes("PATIENT_SESSION_ABSOLUTE_MAX_AGE", 12 * 60)
 PATIENT_EPOCH_CACHE_SECONDS = float(os.environ.get("PATIENT_EPOCH_CACHE_SECONDS", 2))
+# How many daphne processes serve this deployment (startup_with_cleanup.py --workers sets it):
+# the in-memory channel layer cannot connect several (check patient_data.W005).
+NCP_WORKERS = int(os.environ.get("NCP_WORKERS", "1"))
 
 LOGGING = {
     "version": 1,

@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import alogout, logout
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 
-from patient_data import audit, events, guard
+from patient_data import audit, events, guard, indexing
 from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
@@ -103,11 +103,15 @@ def _persist(session: SessionBase, *, bump: bool = True) -> bool:
             stored = stored_blob()
             if stored is None:
                 return False
+            changed = []
             if bump:
                 state.generation += 1
-                state.save(update_fields=["generation", "updated_at"])
+                changed = ["generation", "updated_at"]
             data = guard.merged(mine, getattr(session, "_as_loaded", None), stored)
             data[META_KEY] = session_meta.after_cleanup(info, state.generation)
+            changed += indexing.update(state, data, None)
+            if changed:
+                state.save(update_fields=changed)
             session._session_cache = data
             getattr(session, "save_unguarded", session.save)()
     except UpdateError:
@@ -286,6 +290,33 @@ async def aend_session(target: Any, *, reason: str, source: str, actor: Any = No
     return _finish(target, cleanup)
 
 
+async def avoid_client_session(
+    meta_ref: str,
+    session_ref: str,
+    keys: tuple[str, ...],
+    items: int,
+    *,
+    reason: str,
+    source: str,
+    actor: Any = None,
+) -> int:
+    """Clear a client-side session the server cannot load (it lives in a cookie): a new
+    generation voids its patient data when the cookie next comes in; announced as usual."""
+    data = {META_KEY: {"ref": meta_ref}}
+    await sync_to_async(guard.bump_and_save)(data, lambda: None)
+    cleanup = Cleanup(
+        CleanupEvent.Action.CLEAR_PATIENT_DATA,
+        reason,
+        source,
+        items,
+        keys,
+        session_ref,
+        _actor_id(None, actor),
+    )
+    await _aannounce(cleanup)
+    return items
+
+
 def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Record a session that was flushed by other code; ``before`` is its earlier content."""
     keys = get_registry().patient_keys(before)
@@ -319,6 +350,7 @@ __all__ = [
     "aclear_patient_session_data",
     "aend_session",
     "alog_out_ended",
+    "avoid_client_session",
     "clear_patient_session_data",
     "end_session",
     "log_out_ended",

@@ -105,6 +105,16 @@ class Settings:
         """How long a process trusts its copy of the patient-data epoch."""
         return getattr(settings, "PATIENT_EPOCH_CACHE_SECONDS", 2)
 
+    @cached_property
+    def PATIENT_DISCONNECT_GRACE(self) -> float:
+        """Seconds a session may have no open socket before presence clears its patient data."""
+        return getattr(settings, "PATIENT_DISCONNECT_GRACE", 10)
+
+    @cached_property
+    def PATIENT_PRESENCE_HEARTBEAT(self) -> float:
+        """Seconds between presence heartbeats; a process's sockets expire after two missed."""
+        return getattr(settings, "PATIENT_PRESENCE_HEARTBEAT", 5)
+
 
 conf = Settings()
 

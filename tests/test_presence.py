@@ -18,6 +18,10 @@ from django.db import connection
 from monitor.models import PresenceDue, PresenceProcess, PresenceSocket
 from monitor.presence import Presence
 from monitor.presence_stores import DatabaseStore, PresenceStore, RedisStore
+from patient_data import patient_session
+from patient_data.models import CleanupEvent
+from patient_data.refs import session_ref
+from patient_data.sessions.db import SessionStore
 from tests.bulk_support import REDIS_URL, redis_or_skip
 from tests.redis_server import OwnRedis
 
@@ -304,3 +308,20 @@ async def test_redis_stopped_and_started_again_clears_only_what_really_closed(
             await presence.stop()
     finally:
         server.stop()
+
+
+async def test_a_closed_tab_clears_the_session_through_the_cleanup_service(clock):
+    session = SessionStore()
+    await session.aset("_auth_user_id", "7")
+    await patient_session.astore(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    await session.asave()
+    ref = session_ref(session.session_key)
+    presence = Presence(DatabaseStore(), clock=clock)
+    await presence.join(ref, "only-tab")
+    await presence.leave(ref, "only-tab")
+    await _advance(clock, TTL + GRACE + 1, presence)
+    await presence.stop()
+    assert "patient_summary" not in await SessionStore(session.session_key).aload()
+    event = await CleanupEvent.objects.aget()
+    assert (event.reason, event.source, event.items_cleared) == ("browser_closed", "presence", 1)
+    assert event.session_ref == ref

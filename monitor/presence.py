@@ -76,7 +76,6 @@ class Presence:
         self.reachable_since: float | None = None  # None while the store fails
         self.failing = False
         self.stale = True  # the store may have missed our joins/leaves: register anew
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task | None = None
 
     @property
@@ -203,17 +202,17 @@ class Presence:
         await self.store.close()
 
 
-_presence: Presence | None = None
+_by_loop: dict[asyncio.AbstractEventLoop, Presence] = {}
 
 
 def current() -> Presence:
-    """This process's presence, bound to the running event loop (a new loop gets a new one)."""
-    global _presence
+    """This process's presence in the running event loop (daphne has one; each test its own)."""
     loop = asyncio.get_running_loop()
-    if _presence is None or _presence.loop is not loop:
-        _presence = Presence(default_store())
-        _presence.loop = loop
-    return _presence
+    if loop not in _by_loop:
+        for old in [old for old in _by_loop if old.is_closed()]:
+            del _by_loop[old]
+        _by_loop[loop] = Presence(default_store())
+    return _by_loop[loop]
 
 
 async def ajoin(session_ref: str, socket_id: str) -> int:
@@ -232,8 +231,7 @@ async def acount(session_ref: str) -> int:
 
 
 async def astop() -> None:
-    """Stop this process's beat and reaper and release the store (tests, shutdown)."""
-    global _presence
-    if _presence is not None:
-        await _presence.stop()
-        _presence = None
+    """Stop the beat and reaper of the running loop and release the store (tests, shutdown)."""
+    presence = _by_loop.pop(asyncio.get_running_loop(), None)
+    if presence is not None:
+        await presence.stop()

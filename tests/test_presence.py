@@ -15,6 +15,7 @@ import pytest
 import redis
 from django.db import connection
 
+from monitor import presence as presence_api
 from monitor.models import PresenceDue, PresenceProcess, PresenceSocket
 from monitor.presence import Presence
 from monitor.presence_stores import DatabaseStore, PresenceStore, RedisStore
@@ -325,3 +326,24 @@ async def test_a_closed_tab_clears_the_session_through_the_cleanup_service(clock
     event = await CleanupEvent.objects.aget()
     assert (event.reason, event.source, event.items_cleared) == ("browser_closed", "presence", 1)
     assert event.session_ref == ref
+
+
+@pytest.mark.parametrize("backend", ["database", "redis"])
+async def test_the_module_api_counts_and_starts_one_background_task(backend, settings):
+    if backend == "redis":
+        redis_or_skip()
+        settings.REDIS_URL, settings.REDIS_PREFIX = REDIS_URL, f"test-presence-{uuid.uuid4().hex}"
+    else:
+        settings.REDIS_URL = ""
+    assert await presence_api.acount(REF) == 0
+    assert presence_api.current().task is None
+    assert await presence_api.ajoin(REF, "s1") == 1
+    task = presence_api.current().task
+    assert task is not None and not task.done()
+    assert await presence_api.ajoin(REF, "s2") == 2
+    assert presence_api.current().task is task
+    assert await presence_api.aleave(REF, "s1") == 1
+    assert await presence_api.acount(REF) == 1
+    assert await presence_api.aleave(REF, "s2") == 0
+    await presence_api.astop()
+    assert task.cancelled()

@@ -73,6 +73,8 @@ class Presence:
         self.clock = clock
         self.process_id = uuid.uuid4().hex
         self.sockets: dict[str, str] = {}  # socket id -> session ref
+        # socket id -> the task serving that socket (daphne runs one per connection)
+        self.owners: dict[str, asyncio.Task | None] = {}
         self.reachable_since: float | None = None  # None while the store fails
         self.failing = False
         self.stale = True  # the store may have missed our joins/leaves: register anew
@@ -120,6 +122,7 @@ class Presence:
 
     async def join(self, ref: str, socket_id: str) -> int:
         self.sockets[socket_id] = ref
+        self.owners[socket_id] = asyncio.current_task()
         self.start()
         try:
             was_alive, count = await self.store.join(
@@ -136,6 +139,7 @@ class Presence:
 
     async def leave(self, ref: str, socket_id: str) -> int:
         self.sockets.pop(socket_id, None)
+        self.owners.pop(socket_id, None)
         try:
             count = await self.store.leave(
                 ref, socket_id, self.process_id, self.clock(), self.grace
@@ -161,8 +165,16 @@ class Presence:
         )
         self.stale = False
 
+    async def _leave_vanished(self) -> None:
+        """Sockets whose connection ended without a leave (a consumer that crashed, e.g. when
+        the channel layer failed, never runs its disconnect handler) leave now."""
+        for socket_id, owner in list(self.owners.items()):
+            if owner is not None and owner.done() and socket_id in self.sockets:
+                await self.leave(self.sockets[socket_id], socket_id)
+
     async def tick(self) -> float | None:
         """One beat and, when allowed, one reap; returns the next due time, if any."""
+        await self._leave_vanished()
         try:
             if not await self.store.beat(self.process_id, self.clock(), self.ttl) or self.stale:
                 await self._register()

@@ -347,3 +347,16 @@ async def test_the_module_api_counts_and_starts_one_background_task(backend, set
     assert await presence_api.aleave(REF, "s2") == 0
     await presence_api.astop()
     assert task.cancelled()
+
+
+async def test_a_socket_whose_connection_ended_without_a_leave_is_reaped(store, clock, cleared):
+    presence = _presence(store, clock, cleared)
+    connection_task = asyncio.create_task(presence.join(REF, "crashed-consumer"))
+    assert await connection_task == 1
+    await presence.join(OTHER, "still-serving")
+    await presence.tick()
+    assert await presence.count(REF) == 0
+    assert await presence.count(OTHER) == 1
+    await _advance(clock, TTL + GRACE + 1, presence)
+    assert cleared == [REF]
+    await presence.stop()

@@ -7,16 +7,18 @@
 One daphne process (``DEBUG=0``) on 127.0.0.1 serves ``ncp_asgi.asgi:application`` with
 channels-redis on --redis and a recreated PostgreSQL database ``ncp_bench_live``. Every widget
 socket is its own signed-in session holding patient data (synthetic); the staff sockets are
-one staff user's sessions with both monitor permissions. Measured, once with Channels'
-per-message database cleanup (``aclose_old_connections`` before every handler, as shipped)
-and once without it (``bench/live_asgi_without_db_cleanup.py``), each on a fresh daphne:
+one staff user's sessions with both monitor permissions. Measured, once as shipped (the
+consumers skip Channels' per-message database cleanup, ``aclose_old_connections`` before
+every handler)
+and once with it put back (``bench/live_asgi_with_db_cleanup.py``), each on a fresh daphne:
 
 (a) latency from ``POST /api/clear-patient-session/`` (sent at --rate per second, each for
     another session) to ``session.cleared`` at that session's socket and at every staff
     socket: p50 / p99;
-(b) one broadcast to all widget sockets (one message to the channel-layer group every
-    process holding sockets listens on, handed by daphne to each socket): time from the send
-    to the last delivery;
+(b) one broadcast to all widget sockets: one channel-layer message to the group every
+    process holding sockets listens on (``events.PROCESSES_GROUP``, what a bulk run sends per
+    page), carrying a cleanup event for each of the 1,000 sessions, handed by daphne to each
+    session's socket as ``session.cleared``: time from the send to the last delivery;
 (c) daphne's RSS before the sockets open and with all of them open: bytes per socket;
 then every socket closes at once, and what the closing left in Redis is counted (presence
 entries and channel-layer group memberships).
@@ -46,10 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PG_DATABASE = "ncp_bench_live"
+LOG_DIR = ROOT / "var" / "bench-live"  # the daphne logs, kept for a look after the run
 CSRF_TOKEN = "b" * 32
-CONNECT_AT_ONCE = 200
+# Handshakes in flight at once: each costs a few database round trips through daphne's one
+# sync thread, and daphne drops a handshake not accepted within 5 s.
+CONNECT_AT_ONCE = 25
 TIMEOUT = 30.0
 BROADCAST_TYPE = "bench.broadcast"
+BROADCAST_REASON = "bench_broadcast"
+
+
+def CLEARED(ref: str) -> tuple[str, str, str]:
+    return ("session.cleared", ref, "manual_cleanup")
 
 
 def free_port() -> int:
@@ -204,7 +214,7 @@ def start_daphne(env: dict[str, str], application: str, log: Path) -> Server:
 
 @dataclass
 class Socket:
-    """One client socket: the time each (frame type, session ref) first arrived."""
+    """One client socket: the time each (frame type, session ref, reason) first arrived."""
 
     ws: object
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -217,7 +227,7 @@ class Socket:
             async for raw in self.ws:
                 now = time.perf_counter()
                 frame = json.loads(raw)
-                key = (frame.get("type", ""), frame.get("session", ""))
+                key = (frame.get("type", ""), frame.get("session", ""), frame.get("reason", ""))
                 self.seen.setdefault(key, now)
         except ConnectionClosed:
             return
@@ -296,20 +306,20 @@ async def cleanup_latency(
     chosen = range(args.cleanups)
     await until(
         lambda: (
-            all(("session.cleared", refs[i]) in widgets[i].seen for i in chosen)
-            and all(("session.cleared", refs[i]) in s.seen for s in staff for i in chosen)
+            all(CLEARED(refs[i]) in widgets[i].seen for i in chosen)
+            and all(CLEARED(refs[i]) in s.seen for s in staff for i in chosen)
         )
     )
     at_staff = [
-        s.seen[("session.cleared", refs[i])] - sent[refs[i]]
+        s.seen[CLEARED(refs[i])] - sent[refs[i]]
         for s in staff
         for i in chosen
-        if ("session.cleared", refs[i]) in s.seen
+        if CLEARED(refs[i]) in s.seen
     ]
     own = [
-        widgets[i].seen[("session.cleared", refs[i])] - sent[refs[i]]
+        widgets[i].seen[CLEARED(refs[i])] - sent[refs[i]]
         for i in chosen
-        if ("session.cleared", refs[i]) in widgets[i].seen
+        if CLEARED(refs[i]) in widgets[i].seen
     ]
     return {
         "requests": args.cleanups,
@@ -323,29 +333,39 @@ async def cleanup_latency(
     }
 
 
-async def daphne_broadcast(widgets: list[Socket]) -> dict:
+async def daphne_broadcast(widgets: list[Socket], refs: list[str]) -> dict:
     """(b): one message to the group every socket-holding process listens on."""
     from channels.layers import get_channel_layer
 
     from patient_data import events
 
+    batch = [
+        {
+            "action": "clear_patient_data",
+            "reason": BROADCAST_REASON,
+            "source": "command",
+            "items_cleared": 0,
+            "keys": [],
+            "session_ref": ref,
+            "actor_id": None,
+        }
+        for ref in refs
+    ]
     layer = get_channel_layer()
-    marker = secrets.token_hex(8)
     start = time.perf_counter()
-    await layer.group_send(
-        events.PROCESSES_GROUP,
-        {"type": events.BATCH_TYPE, "events": [], "broadcast": marker},
-    )
-    return await _broadcast_result(widgets, start, "session.state")
+    await layer.group_send(events.PROCESSES_GROUP, {"type": events.BATCH_TYPE, "events": batch})
+    result = await _broadcast_result(widgets, start, ("session.cleared", BROADCAST_REASON))
+    await layer.close_pools()
+    return result
 
 
-async def _broadcast_result(sockets: list[Socket], start: float, frame_type: str) -> dict:
+async def _broadcast_result(sockets: list[Socket], start: float, kind: tuple[str, str]) -> dict:
     def arrivals() -> list[float]:
         return [
             at
             for sock in sockets
-            for (kind, _), at in sock.seen.items()
-            if kind == frame_type and at >= start
+            for (frame_type, _, reason), at in sock.seen.items()
+            if (frame_type, reason) == kind and at >= start
         ]
 
     await until(lambda: len(arrivals()) >= len(sockets))
@@ -385,6 +405,7 @@ async def run_daphne(
         await close_all(warm)
         await asyncio.sleep(1)
         before = rss_bytes(server.process.pid)
+        opening = time.perf_counter()
         widgets = await connect_all(
             f"{base}/ws/patient-session/", [_cookie(key) for key in keys], server.origin
         )
@@ -392,17 +413,19 @@ async def run_daphne(
             f"{base}/ws/monitor/", [_cookie(key) for key in staff_keys], server.origin
         )
         connected = await until(lambda: all(s.seen for s in widgets + staff))
+        opened_in = time.perf_counter() - opening
         await asyncio.sleep(2)
         after = rss_bytes(server.process.pid)
         result = {
             "sockets": len(widgets) + len(staff),
             "all_greeted": connected,
+            "sockets_opened_per_s": (len(widgets) + len(staff)) / opened_in,
             "rss_before_mb": before / 2**20,
             "rss_after_mb": after / 2**20,
             "kb_per_socket": (after - before) / (len(widgets) + len(staff)) / 1024,
         }
-        result["broadcast"] = await daphne_broadcast(widgets)
         result["cleanup"] = await cleanup_latency(server, widgets, staff, keys, refs, args)
+        result["broadcast"] = await daphne_broadcast(widgets, refs)
         await close_all(widgets + staff)
         await asyncio.sleep(3)
         result.update(await redis_leftovers(args.redis, env["NCP_REDIS_PREFIX"]))
@@ -458,7 +481,7 @@ async def run_floor(count: int) -> dict:
         after = rss_bytes(process.pid)
         start = time.perf_counter()
         await trigger.ws.send("go")
-        result = await _broadcast_result(sockets, start, BROADCAST_TYPE)
+        result = await _broadcast_result(sockets, start, (BROADCAST_TYPE, ""))
         result["kb_per_socket"] = (after - before) / count / 1024
         await close_all([*sockets, trigger])
         return result
@@ -494,13 +517,14 @@ def main() -> None:
         keys = signed_in_sessions("bench-clinician", args.sockets, patient_data=True)
         perms = ("view_session_monitor", "cleanup_any_session")
         staff_keys = signed_in_sessions("bench-staff", args.staff, patient_data=False, perms=perms)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
         results = {"floor": asyncio.run(run_floor(args.sockets))}
         for name, application in (
-            ("with_db_cleanup", "ncp_asgi.asgi:application"),
-            ("without_db_cleanup", "bench.live_asgi_without_db_cleanup:application"),
+            ("as_shipped", "ncp_asgi.asgi:application"),
+            ("with_db_cleanup", "bench.live_asgi_with_db_cleanup:application"),
         ):
             give_patient_data(keys[: args.cleanups])
-            log = Path(tmp) / f"daphne-{name}.log"
+            log = LOG_DIR / f"daphne-{name}.log"
             results[name] = asyncio.run(run_daphne(args, env, application, log, keys, staff_keys))
         asyncio.run(_forget_prefix(args.redis, prefix))
     json.dump(results, sys.stdout, indent=2)

@@ -87,6 +87,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_PREFIX = os.environ.get("NCP_REDIS_PREFIX", "ncp")  # presence keys: <prefix>:presence:*
 if REDIS_URL:
     # redis-py >= 8 defaults socket_timeout to 5 s, which kills channels-redis' blocking
     # BZPOPMIN on an idle socket (django/channels_redis#422): no read timeout on the layer.
@@ -169,6 +170,14 @@ PATIENT_EPOCH_CACHE_SECONDS = float(os.environ.get("PATIENT_EPOCH_CACHE_SECONDS"
 # How many daphne processes serve this deployment (startup_with_cleanup.py --workers sets it):
 # the in-memory channel layer cannot connect several (check patient_data.W005).
 NCP_WORKERS = int(os.environ.get("NCP_WORKERS", "1"))
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+PATIENT_DISCONNECT_GRACE = _seconds("PATIENT_DISCONNECT_GRACE", 10)
+PATIENT_PRESENCE_HEARTBEAT = _seconds("PATIENT_PRESENCE_HEARTBEAT", 5)
 
 LOGGING = {
     "version": 1,

@@ -1,7 +1,9 @@
 """Settings for the NCP portal: everything deployment-specific comes from the environment.
 
-With nothing set this is the embedded default (SQLite under var/, in-memory channel layer,
-DEBUG on). DATABASE_URL switches to PostgreSQL, REDIS_URL to channels-redis and a Redis cache.
+With nothing set this is production behaviour (DEBUG off, SECRET_KEY required) on the embedded
+default (SQLite under var/, in-memory channel layer). The local demo (``make run``) turns
+development mode on explicitly with DEBUG=1, which also accepts a generated local key kept in
+var/. DATABASE_URL switches to PostgreSQL, REDIS_URL to channels-redis and a Redis cache.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ncp_asgi.env import (
     database_from_url,
     env_bool,
     env_list,
+    local_secret_key,
     packaged_bootstrap_dir,
     sqlite_database,
 )
@@ -23,13 +26,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("NCP_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
+# Fail closed: a deployment that forgets a variable gets production behaviour, never the
+# technical error pages (which would show session content).
+DEBUG = env_bool("DEBUG", False)
 
-DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"  # noqa: S105
-SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY)
-if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY and DEBUG:
+    SECRET_KEY = local_secret_key(VAR_DIR / "secret_key")
+if not DEBUG and len(SECRET_KEY) < 50:
     raise ImproperlyConfigured(
-        "DEBUG=0 needs a real SECRET_KEY (at least 50 random characters) in the environment."
+        "DEBUG is off (the default): set SECRET_KEY (at least 50 random characters) in the "
+        "environment, or DEBUG=1 for local development."
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
@@ -121,13 +128,25 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = 12 * 60 * 60
 SESSION_SAVE_EVERY_REQUEST = False
+# Shared workstations: the next person to open the browser must not inherit the session.
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", True)
 SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
-SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", SECURE_HSTS_SECONDS > 0)
+# Opt-in: both reach beyond this service (every subdomain; browsers' built-in lists, slow to
+# leave), so the deploy check's reminders for them are silenced until they are chosen.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [
+    check
+    for check, chosen in (
+        ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+        ("security.W021", SECURE_HSTS_PRELOAD),
+    )
+    if not chosen
+]
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 )

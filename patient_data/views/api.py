@@ -13,7 +13,7 @@ from functools import wraps
 from django.http import HttpRequest, JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from patient_data import cleanup
+from patient_data import cleanup, site_data
 from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import passive_activity
@@ -21,9 +21,6 @@ from patient_data.refs import session_ref
 from patient_data.registry import get_registry
 
 logger = logging.getLogger("patient_data.middleware.patient_session_security")
-
-CLEAR_SITE_DATA_PATIENT = '"cache", "storage"'
-CLEAR_SITE_DATA_EMERGENCY = '"cache", "cookies", "storage"'
 
 
 def error(code: str, status: int, message: str) -> JsonResponse:
@@ -58,12 +55,6 @@ def json_method(*methods: str) -> Callable:
     return decorator
 
 
-def _with_clear_site_data(response: JsonResponse, value: str) -> JsonResponse:
-    if conf.PATIENT_CLEAR_SITE_DATA:
-        response["Clear-Site-Data"] = value
-    return response
-
-
 async def _username(request: HttpRequest) -> str:
     user = await request.auser()
     return user.get_username() if user.is_authenticated else "anonymous"
@@ -82,7 +73,7 @@ async def clear_patient_session(request: HttpRequest) -> JsonResponse:
         items,
     )
     response = JsonResponse({"success": True, "items_cleared": items})
-    return _with_clear_site_data(response, CLEAR_SITE_DATA_PATIENT)
+    return site_data.add(response, site_data.PATIENT_DATA)
 
 
 @json_method("POST")
@@ -98,7 +89,7 @@ async def emergency_session_cleanup(request: HttpRequest) -> JsonResponse:
         items,
     )
     response = JsonResponse({"success": True, "items_cleared": items})
-    return _with_clear_site_data(response, CLEAR_SITE_DATA_EMERGENCY)
+    return site_data.add(response, site_data.WHOLE_SESSION)
 
 
 @passive_activity

@@ -9,6 +9,7 @@ var/. DATABASE_URL switches to PostgreSQL, REDIS_URL to channels-redis and a Red
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "channels",
     "patient_data",
     "monitor",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -65,6 +67,7 @@ MIDDLEWARE = [
     "patient_data.middleware.patient_session_security.PatientSessionCleanupMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 answer
 ]
 
 ROOT_URLCONF = "ncp_asgi.urls"
@@ -156,6 +159,21 @@ CSRF_FAILURE_VIEW = "patient_data.views.api.csrf_failure"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/patients/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# Brute-force protection (django-axes) on every login (portal and admin): after
+# AXES_FAILURE_LIMIT failures for one username, or from one client address, that username or
+# address is refused for AXES_COOLOFF_TIME. Attempts are recorded without the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesBackend",  # a ModelBackend too: it has the async aauthenticate
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("AXES_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_SENSITIVE_PARAMETERS = ["password", "csrfmiddlewaretoken"]
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

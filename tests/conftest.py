@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
-from django.test import AsyncClient, Client
+from django.test import AsyncClient, Client, RequestFactory
 
 from patient_data import epoch
 from patient_data.registry import META_KEY
@@ -32,6 +32,12 @@ def _fresh_epoch_cache():
     epoch.forget()
 
 
+def sign_in_request():
+    """The request ``authenticate``/``client.login`` must be given: the brute-force protection
+    (django-axes) counts attempts per client address and refuses to authenticate without one."""
+    return RequestFactory().post(settings.LOGIN_URL)
+
+
 @pytest.fixture
 def clinician(db):
     return get_user_model().objects.create_user("clinician", password="synthetic-pass-1")
@@ -43,6 +49,20 @@ class Driver:
     def __init__(self, kind: str, **client_kwargs):
         self.kind = kind
         self.client = Client(**client_kwargs) if kind == "sync" else AsyncClient(**client_kwargs)
+
+    @classmethod
+    def at(cls, kind: str, address: str) -> Driver:
+        """A client whose requests come from ``address`` (REMOTE_ADDR)."""
+        if kind == "sync":
+            return cls(kind, REMOTE_ADDR=address)
+        browser = cls(kind)
+        request = browser.client.request
+
+        async def from_address(**scope):  # AsyncClient turns its extras into headers
+            return await request(**scope, client=[address, 1])
+
+        browser.client.request = from_address
+        return browser
 
     def _call(self, method: str, path: str, **kwargs):
         call = getattr(self.client, method)

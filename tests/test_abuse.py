@@ -20,17 +20,7 @@ KINDS = ["sync", "async"]
 
 def _from_new_address(kind: str) -> Driver:
     """A client at an address of its own: the counters of other tests never reach it."""
-    address = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
-    if kind == "sync":
-        return Driver(kind, REMOTE_ADDR=address)
-    browser = Driver(kind)
-    request = browser.client.request
-
-    async def from_address(**scope):  # AsyncClient turns its extras into headers, not scope
-        return await request(**scope, client=[address, 1])
-
-    browser.client.request = from_address
-    return browser
+    return Driver.at(kind, f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}")
 
 
 @pytest.mark.parametrize("path", [CLEAR, EMERGENCY])

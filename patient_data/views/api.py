@@ -24,6 +24,14 @@ from patient_data.registry import get_registry
 logger = logging.getLogger("patient_data.middleware.patient_session_security")
 
 
+API_PREFIX = "/api/"
+
+
+def is_api(request: HttpRequest) -> bool:
+    """Under the JSON API: every answer there is JSON with a stable code."""
+    return request.path.startswith(API_PREFIX)
+
+
 def error(code: str, status: int, message: str) -> JsonResponse:
     return JsonResponse({"success": False, "error": code, "message": message}, status=status)
 
@@ -166,6 +174,6 @@ def _seconds_left(info: dict, now: float, idle: float) -> float:
 
 def csrf_failure(request: HttpRequest, reason: str = ""):
     """JSON for the API (stable code, no internals), Django's page elsewhere."""
-    if request.path.startswith("/api/"):
+    if is_api(request):
         return error("csrf_failed", 403, "CSRF verification failed. Reload the page.")
     return django_csrf_failure(request, reason=reason)

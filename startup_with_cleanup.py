@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from patient_data.bulk.limits import older_than_hours_refusal
+
 APPLICATION = "ncp_asgi.asgi:application"
 #: Seconds the children get to finish after SIGTERM before they are killed.
 STOP_TIMEOUT = 10
@@ -45,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if refusal := older_than_hours_refusal(args.older_than_hours):
+        parser.error(refusal)
     try:
         if ipaddress.ip_address(args.bind).version != 4:
             parser.error("--bind takes an IPv4 address (daphne --fd adopts IPv4 sockets)")

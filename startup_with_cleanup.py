@@ -148,7 +148,7 @@ def serve(sock: socket.socket, workers: int) -> int:
     Returns 0 after SIGTERM/SIGINT, 1 when a child ended on its own (the others are stopped).
     """
     fd = sock.fileno()
-    command = [sys.executable, "-m", "daphne", "--fd", str(fd), APPLICATION]
+    command = [sys.executable, "-m", "ncp_asgi.server", "--fd", str(fd), APPLICATION]
     children = [subprocess.Popen(command, pass_fds=(fd,)) for _ in range(workers)]  # noqa: S603 - fixed argv
     stopping = []
 

@@ -1,6 +1,6 @@
 .PHONY: run test lint bench
 
-# Set up (venv, install, migrate, demo data, start-up cleanup) and serve on :8000.
+# Set up (venv, install, migrate, demo data, start-up cleanup) and serve on :8000, DEBUG=1.
 run:
 	scripts/run
 

@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from patient_data.bulk.limits import older_than_hours_refusal
+
 APPLICATION = "ncp_asgi.asgi:application"
 #: Seconds the children get to finish after SIGTERM before they are killed.
 STOP_TIMEOUT = 10
@@ -45,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if refusal := older_than_hours_refusal(args.older_than_hours):
+        parser.error(refusal)
     try:
         if ipaddress.ip_address(args.bind).version != 4:
             parser.error("--bind takes an IPv4 address (daphne --fd adopts IPv4 sockets)")
@@ -144,7 +148,7 @@ def serve(sock: socket.socket, workers: int) -> int:
     Returns 0 after SIGTERM/SIGINT, 1 when a child ended on its own (the others are stopped).
     """
     fd = sock.fileno()
-    command = [sys.executable, "-m", "daphne", "--fd", str(fd), APPLICATION]
+    command = [sys.executable, "-m", "ncp_asgi.server", "--fd", str(fd), APPLICATION]
     env = {**os.environ, "NCP_WORKERS": str(workers)}
     children = [subprocess.Popen(command, pass_fds=(fd,), env=env) for _ in range(workers)]  # noqa: S603 - fixed argv
     stopping = []

@@ -292,7 +292,7 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
     django.setup()
     from django.conf import settings
     from django.core.handlers.asgi import ASGIHandler
-    from django.test import Client, override_settings
+    from django.test import Client, RequestFactory, override_settings
 
     from bench import settings_without_patient_middleware as baseline_settings
     from patient_data.models import DemoPatient
@@ -306,7 +306,11 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
     scopes = {}
     for label in apps:
         client = Client(HTTP_HOST=HOST)
-        if not client.login(username=USERNAME, password=env["BENCH_PASSWORD"]):
+        if not client.login(
+            request=RequestFactory().post("/accounts/login/"),
+            username=USERNAME,
+            password=env["BENCH_PASSWORD"],
+        ):
             raise RuntimeError("in-process login failed")
         client.post("/patients/", {"patient_id": patient.patient_id})  # the search comes first
         session_key = client.cookies[settings.SESSION_COOKIE_NAME].value

@@ -1,12 +1,15 @@
 """Settings for the NCP portal: everything deployment-specific comes from the environment.
 
-With nothing set this is the embedded default (SQLite under var/, in-memory channel layer,
-DEBUG on). DATABASE_URL switches to PostgreSQL, REDIS_URL to channels-redis and a Redis cache.
+With nothing set this is production behaviour (DEBUG off, SECRET_KEY required) on the embedded
+default (SQLite under var/, in-memory channel layer). The local demo (``make run``) turns
+development mode on explicitly with DEBUG=1, which also accepts a generated local key kept in
+var/. DATABASE_URL switches to PostgreSQL, REDIS_URL to channels-redis and a Redis cache.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +18,7 @@ from ncp_asgi.env import (
     database_from_url,
     env_bool,
     env_list,
+    local_secret_key,
     packaged_bootstrap_dir,
     sqlite_database,
 )
@@ -23,13 +27,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("NCP_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
+# Fail closed: a deployment that forgets a variable gets production behaviour, never the
+# technical error pages (which would show session content).
+DEBUG = env_bool("DEBUG", False)
 
-DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"  # noqa: S105
-SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY)
-if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY and DEBUG:
+    SECRET_KEY = local_secret_key(VAR_DIR / "secret_key")
+if not DEBUG and len(SECRET_KEY) < 50:
     raise ImproperlyConfigured(
-        "DEBUG=0 needs a real SECRET_KEY (at least 50 random characters) in the environment."
+        "DEBUG is off (the default): set SECRET_KEY (at least 50 random characters) in the "
+        "environment, or DEBUG=1 for local development."
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
@@ -46,6 +54,7 @@ INSTALLED_APPS = [
     "channels",
     "patient_data",
     "monitor",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -58,6 +67,7 @@ MIDDLEWARE = [
     "patient_data.middleware.patient_session_security.PatientSessionCleanupMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 answer
 ]
 
 ROOT_URLCONF = "ncp_asgi.urls"
@@ -122,13 +132,25 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = 12 * 60 * 60
 SESSION_SAVE_EVERY_REQUEST = False
+# Shared workstations: the next person to open the browser must not inherit the session.
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", True)
 SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
-SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", SECURE_HSTS_SECONDS > 0)
+# Opt-in: both reach beyond this service (every subdomain; browsers' built-in lists, slow to
+# leave), so the deploy check's reminders for them are silenced until they are chosen.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [
+    check
+    for check, chosen in (
+        ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+        ("security.W021", SECURE_HSTS_PRELOAD),
+    )
+    if not chosen
+]
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 )
@@ -138,6 +160,21 @@ CSRF_FAILURE_VIEW = "patient_data.views.api.csrf_failure"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/patients/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# Brute-force protection (django-axes) on every login (portal and admin): after
+# AXES_FAILURE_LIMIT failures for one username, or from one client address, that username or
+# address is refused for AXES_COOLOFF_TIME. Attempts are recorded without the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesBackend",  # a ModelBackend too: it has the async aauthenticate
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("AXES_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_SENSITIVE_PARAMETERS = ["password", "csrfmiddlewaretoken"]
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

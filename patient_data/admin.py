@@ -7,8 +7,16 @@ from patient_data.models import CleanupEvent
 class CleanupEventAdmin(admin.ModelAdmin):
     """The audit trail, read-only: nobody can add, change or delete a row here."""
 
-    list_display = ("created_at", "action", "reason", "source", "items_cleared", "session_ref")
-    list_filter = ("action", "reason", "source")
+    list_display = (
+        "created_at",
+        "action",
+        "reason",
+        "source",
+        "client_hint",
+        "items_cleared",
+        "session_ref",
+    )
+    list_filter = ("action", "reason", "source", "client_hint")
     search_fields = ("session_ref",)
     date_hierarchy = "created_at"
 

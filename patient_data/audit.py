@@ -25,6 +25,7 @@ def _row(cleanup: Cleanup) -> CleanupEvent:
         session_ref=cleanup.session_ref,
         items_cleared=cleanup.items_cleared,
         keys=list(cleanup.keys),
+        client_hint=cleanup.client_hint,
     )
 
 
@@ -76,6 +77,7 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
             column["session_ref"]: cleanup.session_ref,
             column["items_cleared"]: cleanup.items_cleared,
             column["keys"]: keys,
+            column["client_hint"]: cleanup.client_hint,
         }
 
     rest = [column[name] for name in names if name != "created_at"]

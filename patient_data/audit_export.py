@@ -24,6 +24,7 @@ FIELDS = (
     "session_ref",
     "items_cleared",
     "keys",
+    "client_hint",
 )
 
 

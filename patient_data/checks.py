@@ -255,3 +255,23 @@ def check_channel_layer(app_configs=None, **kwargs) -> list:
             )
         ]
     return []
+@register(Tags.security)
+def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
+    errors = []
+    if not _positive(conf.PATIENT_CLEANUP_RATE_WINDOW):
+        errors.append(
+            Error(
+                "PATIENT_CLEANUP_RATE_WINDOW must be a positive number of seconds.",
+                id="patient_data.E020",
+            )
+        )
+    for name in ("PATIENT_CLEANUP_RATE_PER_SESSION", "PATIENT_CLEANUP_RATE_PER_ADDRESS"):
+        value = getattr(conf, name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            errors.append(
+                Error(
+                    f"{name} must be a whole number >= 0 (0 turns the limit off).",
+                    id="patient_data.E021",
+                )
+            )
+    return errors

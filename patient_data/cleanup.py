@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth import alogout, logout
+from django.contrib.auth import SESSION_KEY, alogout, logout
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 
 from patient_data import audit, events, guard, indexing
@@ -33,6 +33,9 @@ logger = logging.getLogger("patient_data.cleanup")
 ACTIVE_FLAG = "_patient_cleanup_active"
 #: Set on a request once the end of its session (logout) has been recorded.
 LOGOUT_RECORDED_FLAG = "_patient_logout_recorded"
+#: Set on a request by a view: the trigger the client claims (validated, see ``ClientHint``),
+#: recorded beside the source the server knows.
+CLIENT_HINT_ATTR = "_patient_client_hint"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Cleanup:
     keys: tuple[str, ...]
     session_ref: str
     actor_id: int | None = None
+    client_hint: str | None = None
 
     def as_event(self) -> dict[str, Any]:
         event = asdict(self)
@@ -75,7 +79,17 @@ def _result(target: Any, action: str, reason: str, source: str, actor: Any, keys
         keys=tuple(get_registry().entries(keys)),
         session_ref=session_ref(_session_of(target).session_key),
         actor_id=_actor_id(target, actor),
+        client_hint=getattr(target, CLIENT_HINT_ATTR, None),
     )
+
+
+def _ends_something(cleanup: Cleanup, held_login: bool) -> bool:
+    """Worth an audit row: patient data went, or a login ended. An anonymous client asking to
+    end a session it does not have ends nothing, and must not be able to fill the trail."""
+    if cleanup.items_cleared:
+        return True
+    ended = cleanup.action == CleanupEvent.Action.END_SESSION
+    return ended and (held_login or cleanup.actor_id is not None)
 
 
 def _finish(target: Any, cleanup: Cleanup) -> int:
@@ -207,16 +221,16 @@ async def alog_out_ended(target: Any) -> None:
     await _alog_out(target)
 
 
-def _announce(cleanup: Cleanup) -> None:
-    if cleanup.items_cleared or cleanup.action == CleanupEvent.Action.END_SESSION:
+def _announce(cleanup: Cleanup, held_login: bool) -> None:
+    if _ends_something(cleanup, held_login):
         audit.record(cleanup)
     patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
     events.publish(cleanup.as_event())
     logger.debug("Cleanup %s/%s: %d items.", cleanup.reason, cleanup.source, cleanup.items_cleared)
 
 
-async def _aannounce(cleanup: Cleanup) -> None:
-    if cleanup.items_cleared or cleanup.action == CleanupEvent.Action.END_SESSION:
+async def _aannounce(cleanup: Cleanup, held_login: bool) -> None:
+    if _ends_something(cleanup, held_login):
         await audit.arecord(cleanup)
     await patient_session_cleared.asend(sender=Cleanup, **asdict(cleanup))
     await events.apublish(cleanup.as_event())
@@ -242,7 +256,7 @@ def clear_patient_session_data(
     if cleanup is None:
         log_out_ended(target)
         return 0
-    _announce(cleanup)
+    _announce(cleanup, SESSION_KEY in _session_of(target))
     return _finish(target, cleanup)
 
 
@@ -260,7 +274,7 @@ async def aclear_patient_session_data(
     if cleanup is None:
         await alog_out_ended(target)
         return 0
-    await _aannounce(cleanup)
+    await _aannounce(cleanup, await _session_of(target).ahas_key(SESSION_KEY))
     return _finish(target, cleanup)
 
 
@@ -274,7 +288,7 @@ def end_session(target: Any, *, reason: str, source: str, actor: Any = None) -> 
     if cleanup is None:
         log_out_ended(target)
         return 0
-    _announce(cleanup)
+    _announce(cleanup, SESSION_KEY in _session_of(target))
     _log_out(target)
     return _finish(target, cleanup)
 
@@ -285,7 +299,7 @@ async def aend_session(target: Any, *, reason: str, source: str, actor: Any = No
     if cleanup is None:
         await alog_out_ended(target)
         return 0
-    await _aannounce(cleanup)
+    await _aannounce(cleanup, await _session_of(target).ahas_key(SESSION_KEY))
     await _alog_out(target)
     return _finish(target, cleanup)
 
@@ -313,7 +327,7 @@ async def avoid_client_session(
         session_ref,
         _actor_id(None, actor),
     )
-    await _aannounce(cleanup)
+    await _aannounce(cleanup, held_login=False)
     return items
 
 
@@ -321,7 +335,7 @@ def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str
     """Record a session that was flushed by other code; ``before`` is its earlier content."""
     keys = get_registry().patient_keys(before)
     cleanup = _result(target, CleanupEvent.Action.END_SESSION, reason, source, None, keys)
-    _announce(cleanup)
+    _announce(cleanup, SESSION_KEY in before)
     return cleanup.items_cleared
 
 
@@ -329,7 +343,7 @@ async def arecord_lost(target: Any, before: dict[str, Any], *, reason: str, sour
     """Async twin of :func:`record_lost`."""
     keys = get_registry().patient_keys(before)
     cleanup = _result(target, CleanupEvent.Action.END_SESSION, reason, source, None, keys)
-    await _aannounce(cleanup)
+    await _aannounce(cleanup, SESSION_KEY in before)
     return cleanup.items_cleared
 
 
@@ -341,7 +355,7 @@ def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwa
         return  # this request's end is recorded already (e.g. ended by the middleware)
     cleanup = _clear(request, CleanupEvent.Action.END_SESSION, "logout", "logout", user)
     if cleanup is not None:  # None: ended meanwhile by another request, recorded there
-        _announce(cleanup)
+        _announce(cleanup, SESSION_KEY in request.session)
         _finish(request, cleanup)
 
 

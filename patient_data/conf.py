@@ -137,6 +137,19 @@ class Settings:
     def NCP_WORKERS(self) -> int:
         """How many server processes share the channel layer (set by startup_with_cleanup)."""
         return getattr(settings, "NCP_WORKERS", 1)
+    def PATIENT_CLEANUP_RATE_WINDOW(self) -> float:
+        """Seconds of the window the cleanup endpoints' rate limits count in."""
+        return getattr(settings, "PATIENT_CLEANUP_RATE_WINDOW", 60)
+
+    @cached_property
+    def PATIENT_CLEANUP_RATE_PER_SESSION(self) -> int:
+        """Cleanup API requests one session may make per window (0: no limit)."""
+        return getattr(settings, "PATIENT_CLEANUP_RATE_PER_SESSION", 10)
+
+    @cached_property
+    def PATIENT_CLEANUP_RATE_PER_ADDRESS(self) -> int:
+        """Cleanup API requests one client address may make per window (0: no limit)."""
+        return getattr(settings, "PATIENT_CLEANUP_RATE_PER_ADDRESS", 120)
 
 
 conf = Settings()

@@ -23,6 +23,13 @@ class CleanupEventQuerySet(models.QuerySet):
         raise AppendOnlyError("Cleanup events are append-only.")
 
 
+class ClientHint(models.TextChoices):
+    """What a client may claim as the trigger of its cleanup request; anything else is ignored."""
+
+    BUTTON = "button", "Button"
+    SHORTCUT = "shortcut", "Keyboard shortcut"
+
+
 class CleanupEvent(models.Model):
     """One cleanup of patient data or end of a session: counts and names, never values."""
 
@@ -42,6 +49,13 @@ class CleanupEvent(models.Model):
     )
     items_cleared = models.PositiveIntegerField(default=0)
     keys = models.JSONField(default=list, help_text="Registry entries cleared (names only).")
+    client_hint = models.CharField(  # noqa: DJ001 - NULL: the client claimed nothing
+        max_length=16,
+        null=True,
+        blank=True,
+        choices=ClientHint.choices,
+        help_text="The trigger the client claimed (X-Cleanup-Trigger); source is the server's.",
+    )
 
     objects = CleanupEventQuerySet.as_manager()
 

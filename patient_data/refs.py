@@ -41,3 +41,8 @@ def patient_ref(patient_id: str) -> str:
     """An opaque reference to a patient for URLs: identifiers never reach a URL, and with it
     no access log, proxy log or browser history (ASVS 14.2.1)."""
     return _keyed(PATIENT_SALT, patient_id)
+
+
+def address_ref(address: str) -> str:
+    """A keyed hash of a client address, for counters kept in a shared cache."""
+    return _keyed("patient_data.address_ref", address)

@@ -10,10 +10,11 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management.commands import flush
 from django.db import connections
-from django.test import AsyncClient, Client
+from django.test import AsyncClient, Client, RequestFactory
 
-from patient_data import epoch
+from patient_data import append_only, epoch
 from patient_data.registry import META_KEY
 
 
@@ -25,11 +26,32 @@ def _close_worker_thread_connections(django_db_setup):
     asyncio.run(sync_to_async(connections.close_all)())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _audit_rows_go_with_the_test_database():
+    """Transactional tests end with ``flush``; the audit table's triggers refuse it unless the
+    transaction unlocked it. The suite's teardown is the one caller allowed to."""
+    original = flush.Command.handle
+
+    def handle(self, **options):
+        with append_only.unlocked(options["database"]):
+            return original(self, **options)
+
+    flush.Command.handle = handle
+    yield
+    flush.Command.handle = original
+
+
 @pytest.fixture(autouse=True)
 def _fresh_epoch_cache():
     epoch.forget()
     yield
     epoch.forget()
+
+
+def sign_in_request():
+    """The request ``authenticate``/``client.login`` must be given: the brute-force protection
+    (django-axes) counts attempts per client address and refuses to authenticate without one."""
+    return RequestFactory().post(settings.LOGIN_URL)
 
 
 @pytest.fixture
@@ -43,6 +65,20 @@ class Driver:
     def __init__(self, kind: str, **client_kwargs):
         self.kind = kind
         self.client = Client(**client_kwargs) if kind == "sync" else AsyncClient(**client_kwargs)
+
+    @classmethod
+    def at(cls, kind: str, address: str) -> Driver:
+        """A client whose requests come from ``address`` (REMOTE_ADDR)."""
+        if kind == "sync":
+            return cls(kind, REMOTE_ADDR=address)
+        browser = cls(kind)
+        request = browser.client.request
+
+        async def from_address(**scope):  # AsyncClient turns its extras into headers
+            return await request(**scope, client=[address, 1])
+
+        browser.client.request = from_address
+        return browser
 
     def _call(self, method: str, path: str, **kwargs):
         call = getattr(self.client, method)

@@ -32,9 +32,19 @@ def test_clear_without_patient_data_reports_zero(logged_in):
     assert logged_in.post(CLEAR).json() == {"success": True, "items_cleared": 0}
 
 
-def test_keyboard_trigger_is_recorded_as_such(with_patient_data):
-    with_patient_data.post(CLEAR, headers={"X-Cleanup-Trigger": "shortcut"})
-    assert CleanupEvent.objects.get().source == "shortcut"
+@pytest.mark.parametrize("path", [CLEAR, EMERGENCY])
+def test_the_claimed_trigger_is_a_hint_beside_the_source_the_server_knows(with_patient_data, path):
+    with_patient_data.post(path, headers={"X-Cleanup-Trigger": "shortcut"})
+    event = CleanupEvent.objects.get()
+    assert (event.source, event.client_hint) == ("api", "shortcut")
+
+
+@pytest.mark.parametrize("claim", ["command", "startup", "middleware", "x" * 300, "shortcut\x00"])
+def test_a_client_cannot_choose_the_audit_source_or_an_unknown_hint(with_patient_data, claim):
+    response = with_patient_data.post(CLEAR, headers={"X-Cleanup-Trigger": claim})
+    assert response.json() == {"success": True, "items_cleared": 3}
+    event = CleanupEvent.objects.get()
+    assert (event.source, event.client_hint) == ("api", None)
 
 
 def test_emergency_ends_the_session(with_patient_data):

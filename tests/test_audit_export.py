@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
@@ -13,7 +14,6 @@ from django.utils import timezone
 
 from patient_data import audit
 from patient_data.cleanup import Cleanup
-from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
 
 pytestmark = pytest.mark.django_db
@@ -22,26 +22,13 @@ SESSION_KEY = "abcdefghijklmnopqrstuvwxyz012345"
 
 
 def _record(reason: str, source: str, items: int, when=None) -> None:
-    audit.record(
-        Cleanup(
-            "clear_patient_data",
-            reason,
-            source,
-            items,
-            ("patient_summary",),
-            session_ref(SESSION_KEY),
-        )
+    cleanup = Cleanup(
+        "clear_patient_data", reason, source, items, ("patient_summary",), session_ref(SESSION_KEY)
     )
-    if when is not None:
-        # created_at is auto_now_add; move it with a raw UPDATE (the model refuses updates)
-        from django.db import connection
-
-        table = CleanupEvent._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET created_at = %s WHERE id = (SELECT MAX(id) FROM {table})",  # noqa: S608
-                [connection.ops.adapt_datetimefield_value(when)],
-            )
+    # created_at is auto_now_add and rows are append-only (a trigger refuses UPDATE): an older
+    # row is written at its time.
+    with mock.patch("django.utils.timezone.now", return_value=when or timezone.now()):
+        audit.record(cleanup)
 
 
 def export(*args: str) -> str:

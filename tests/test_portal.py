@@ -12,6 +12,7 @@ from django.test import AsyncClient, Client
 from patient_data.models import CleanupEvent, DemoPatient
 from patient_data.refs import patient_ref
 from patient_data.registry import META_KEY, get_registry
+from tests.conftest import sign_in_request
 
 PASSWORD = "portal-test-password-41"
 SEARCH_KEYS = {"prefill_search_form", "patient_search_results"}
@@ -35,7 +36,7 @@ def patient(db) -> DemoPatient:
 
 @pytest.fixture
 def signed_in(client: Client, patient: DemoPatient) -> Client:
-    assert client.login(username="clinician", password=PASSWORD)
+    assert client.login(request=sign_in_request(), username="clinician", password=PASSWORD)
     return client
 
 
@@ -200,7 +201,7 @@ def test_logout_clears_the_patient_data_and_records_it(
 @pytest.mark.django_db(transaction=True)
 async def test_async_client_flow_search_summary_logout(patient: DemoPatient) -> None:
     client = AsyncClient()
-    assert await client.alogin(username="clinician", password=PASSWORD)
+    assert await client.alogin(request=sign_in_request(), username="clinician", password=PASSWORD)
 
     search = await client.post("/patients/", {"country": patient.country})
     summary = await client.get(summary_url(patient))

@@ -13,6 +13,7 @@ from django.test import override_settings
 from patient_data import demo_data
 from patient_data.management.commands import seed_demo
 from patient_data.models import DemoPatient
+from tests.conftest import sign_in_request
 
 PASSWORD = "seed-test-password-73"
 # Frequent real given and family names across the EU: none may appear in the demo data.
@@ -97,8 +98,10 @@ def test_output_names_no_patient() -> None:
 def test_users_have_their_roles_and_passwords() -> None:
     seed(patients=0, password="clinician-pass-8812", staff_password="staff-pass-5521")
 
-    clinician = authenticate(username="clinician", password="clinician-pass-8812")
-    staff = authenticate(username="staff", password="staff-pass-5521")
+    clinician = authenticate(
+        sign_in_request(), username="clinician", password="clinician-pass-8812"
+    )
+    staff = authenticate(sign_in_request(), username="staff", password="staff-pass-5521")
     assert clinician is not None and not clinician.is_staff
     assert staff is not None and staff.is_staff and not staff.is_superuser
 
@@ -128,8 +131,14 @@ def test_documented_defaults_work_when_debug_is_on() -> None:
 
     help_text = seed_demo.Command().create_parser("manage.py", "seed_demo").format_help()
     assert seed_demo.DEFAULT_PASSWORD in help_text
-    assert authenticate(username="clinician", password=seed_demo.DEFAULT_PASSWORD) is not None
-    assert authenticate(username="staff", password=seed_demo.DEFAULT_STAFF_PASSWORD) is not None
+    assert (
+        authenticate(sign_in_request(), username="clinician", password=seed_demo.DEFAULT_PASSWORD)
+        is not None
+    )
+    assert (
+        authenticate(sign_in_request(), username="staff", password=seed_demo.DEFAULT_STAFF_PASSWORD)
+        is not None
+    )
 
 
 @pytest.mark.django_db

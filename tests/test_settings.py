@@ -23,8 +23,9 @@ PROD_ENV = {
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    clean.pop("DJANGO_SETTINGS_MODULE", None)
+    # Only what the test gives: nothing of the deployment or of tests/settings.py leaks in.
+    inherited = {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+    clean = {k: v for k, v in os.environ.items() if k not in inherited}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -69,10 +70,50 @@ def test_booleans(monkeypatch):
         env_bool("X_FLAG", True)
 
 
-def test_production_refuses_the_development_secret(tmp_path):
-    result = _manage("check", env={"DEBUG": "0", "NCP_VAR_DIR": str(tmp_path)})
+def _settings(names: str, env: dict[str, str]) -> list[str]:
+    wanted = names.split()
+    code = f"from django.conf import settings as s; print(*[getattr(s, n) for n in {wanted}])"
+    result = _manage("shell", "-v", "0", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_production_refuses_a_missing_or_short_secret(tmp_path):
+    for env in ({"DEBUG": "0"}, {"DEBUG": "0", "SECRET_KEY": "short"}):
+        result = _manage("check", env={**env, "NCP_VAR_DIR": str(tmp_path)})
+        assert result.returncode != 0
+        assert "set SECRET_KEY (at least 50 random characters)" in result.stderr
+
+
+def test_nothing_set_means_production_and_the_server_refuses_to_start(tmp_path):
+    result = _manage("check", env={"NCP_VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
-    assert "DEBUG=0 needs a real SECRET_KEY" in result.stderr
+    assert "DEBUG is off (the default)" in result.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_development_mode_is_explicit_and_keeps_a_generated_local_key(tmp_path):
+    env = {"DEBUG": "1", "NCP_VAR_DIR": str(tmp_path)}
+    first = _settings("DEBUG SECRET_KEY", env)
+    assert first[0] == "True"
+    assert len(first[1]) >= 50
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert _settings("SECRET_KEY", env) == [first[1]]
+    other = _settings("SECRET_KEY", {**env, "NCP_VAR_DIR": str(tmp_path / "other")})
+    assert other != [first[1]]
+
+
+def test_production_defaults_hsts_reach_opt_in_and_browser_close_sessions(tmp_path):
+    names = "DEBUG SECURE_HSTS_SECONDS SECURE_HSTS_INCLUDE_SUBDOMAINS SECURE_HSTS_PRELOAD"
+    names += " SESSION_EXPIRE_AT_BROWSER_CLOSE SESSION_COOKIE_SECURE"
+    env = {**PROD_ENV, "NCP_VAR_DIR": str(tmp_path)}
+    assert _settings(names, env) == ["False", "31536000", "False", "False", "True", "True"]
+    chosen = {
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+        "SECURE_HSTS_PRELOAD": "1",
+        "SESSION_EXPIRE_AT_BROWSER_CLOSE": "0",
+    }
+    assert _settings(names, {**env, **chosen})[2:5] == ["True", "True", "False"]
 
 
 def test_deploy_check_raises_nothing_of_ours(tmp_path):
@@ -80,3 +121,4 @@ def test_deploy_check_raises_nothing_of_ours(tmp_path):
     output = result.stdout + result.stderr
     assert "patient_data." not in output, output
     assert result.returncode == 0, output
+    assert "System check identified no issues" in output, output

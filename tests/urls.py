@@ -9,6 +9,7 @@ from django.contrib.auth import SESSION_KEY, alogout, logout
 from django.http import HttpResponse, JsonResponse
 from django.urls import include, path
 
+from ncp_asgi.urls import handler400, handler403, handler404, handler500
 from patient_data import cleanup, patient_session
 from patient_data.decorators import passive_activity, patient_data_page
 
@@ -91,6 +92,10 @@ async def alogout_view(request):
     return HttpResponse("bye")
 
 
+def api_boom_view(request):
+    raise RuntimeError("an unexpected failure outside the API's own error handling")
+
+
 def whoami_view(request):
     return JsonResponse({"authenticated": request.user.is_authenticated})
 
@@ -110,6 +115,7 @@ urlpatterns = [
     path("_test/whoami/", whoami_view),
     path("_test/logout/", logout_view),
     path("_test/alogout/", alogout_view),
+    path("api/_test/boom/", api_boom_view),
     path("", include("ncp_asgi.urls")),
 ]
 
@@ -148,3 +154,6 @@ urlpatterns[:0] = [
     path("_test/slow-clear/", slow_clear_view),
     path("_test/aslow-clear/", aslow_clear_view),
 ]
+
+
+__all__ = ["handler400", "handler403", "handler404", "handler500", "urlpatterns"]

@@ -12,6 +12,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from patient_data.bulk.backends import Backend, UnsupportedBackend, backend_for
+from patient_data.bulk.limits import batch_size_refusal
 from patient_data.bulk.progress import Progress
 from patient_data.bulk.selection import Selection
 from patient_data.bulk.sweep import Report, Sweep
@@ -50,8 +51,8 @@ class BulkCommand(BaseCommand):
         raise NotImplementedError
 
     def handle(self, *args, **options) -> None:
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.", returncode=REFUSED)
+        if refusal := batch_size_refusal(options["batch_size"]):
+            raise CommandError(refusal, returncode=REFUSED)
         selection = self.selection(options)
         try:
             backend = backend_for()

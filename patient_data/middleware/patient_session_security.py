@@ -26,7 +26,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
-from patient_data import activity, cleanup, enforcement, events, policy
+from patient_data import activity, cleanup, enforcement, events, policy, site_data
 from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
@@ -73,6 +73,7 @@ def _finish(request: HttpRequest, response: HttpResponse, data: dict[str, Any]) 
     verdict = getattr(request, VERDICT_ATTR, None)
     if verdict is not None and verdict.action != policy.KEEP:
         response[CLEARED_HEADER] = verdict.reason
+        site_data.add(response)
 
 
 class _Base:
@@ -133,7 +134,7 @@ class PatientSessionCleanupMiddleware(_Base):
             )
         elif outcome:
             cleanup.record_lost(request, before, reason=outcome, source="middleware")
-        return response
+        return _after_logout(request, response, outcome)
 
     async def __acall__(self, request: HttpRequest):
         before = dict(await request.session.aitems())
@@ -145,11 +146,18 @@ class PatientSessionCleanupMiddleware(_Base):
             )
         elif outcome:
             await cleanup.arecord_lost(request, before, reason=outcome, source="middleware")
-        return response
+        return _after_logout(request, response, outcome)
 
 
 CLEAR_REST = "clear"
 END_SESSION = "end_session"
+
+
+def _after_logout(request: HttpRequest, response: HttpResponse, outcome: str | None):
+    # Not for a flush by a login as someone else: that response carries the new session.
+    if outcome in (CLEAR_REST, "logout") or getattr(request, cleanup.LOGOUT_RECORDED_FLAG, False):
+        site_data.add(response)
+    return response
 
 
 def _unrecorded_end(request: HttpRequest, before: dict, after: dict) -> str | None:

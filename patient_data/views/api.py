@@ -13,17 +13,23 @@ from functools import wraps
 from django.http import HttpRequest, JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from patient_data import cleanup
+from patient_data import cleanup, ratelimit, site_data
 from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import passive_activity
+from patient_data.models import ClientHint
 from patient_data.refs import session_ref
 from patient_data.registry import get_registry
 
 logger = logging.getLogger("patient_data.middleware.patient_session_security")
 
-CLEAR_SITE_DATA_PATIENT = '"cache", "storage"'
-CLEAR_SITE_DATA_EMERGENCY = '"cache", "cookies", "storage"'
+
+API_PREFIX = "/api/"
+
+
+def is_api(request: HttpRequest) -> bool:
+    """Under the JSON API: every answer there is JSON with a stable code."""
+    return request.path.startswith(API_PREFIX)
 
 
 def error(code: str, status: int, message: str) -> JsonResponse:
@@ -58,23 +64,53 @@ def json_method(*methods: str) -> Callable:
     return decorator
 
 
-def _with_clear_site_data(response: JsonResponse, value: str) -> JsonResponse:
-    if conf.PATIENT_CLEAR_SITE_DATA:
-        response["Clear-Site-Data"] = value
-    return response
-
-
 async def _username(request: HttpRequest) -> str:
     user = await request.auser()
     return user.get_username() if user.is_authenticated else "anonymous"
 
 
+def rate_limited(endpoint: str) -> Callable:
+    """A JSON 429 with Retry-After once the session or the client address is over its limit.
+
+    A session that holds patient data is always served: the limit guards the server's work
+    (and the audit trail), never the removal of the data.
+    """
+
+    def decorator(view):
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs):
+            over = await ratelimit.aexceeded(request, endpoint)
+            if over and not get_registry().patient_keys(list(await request.session.akeys())):
+                logger.warning(
+                    "Cleanup request refused by the rate limit (%s) for session %s.",
+                    endpoint,
+                    session_ref(request.session.session_key),
+                )
+                response = error("rate_limited", 429, "Too many cleanup requests. Wait a moment.")
+                response["Retry-After"] = str(ratelimit.retry_after())
+                return response
+            return await view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _note_client_hint(request: HttpRequest) -> None:
+    """Keep the trigger the client claims, if it is one of the known ones: a claim, recorded
+    as such, never the audit source (which the server decides)."""
+    claimed = request.headers.get("X-Cleanup-Trigger", "").strip().lower()
+    if claimed in ClientHint.values:
+        setattr(request, cleanup.CLIENT_HINT_ATTR, claimed)
+
+
 @json_method("POST")
+@rate_limited("clear")
 async def clear_patient_session(request: HttpRequest) -> JsonResponse:
     """Clear the patient data of the caller's session."""
-    source = "shortcut" if request.headers.get("X-Cleanup-Trigger") == "shortcut" else "api"
+    _note_client_hint(request)
     items = await cleanup.aclear_patient_session_data(
-        request, reason="manual_cleanup", source=source, actor=await request.auser()
+        request, reason="manual_cleanup", source="api", actor=await request.auser()
     )
     logger.info(
         "Manual patient session cleanup requested by user %s: %d items cleared",
@@ -82,12 +118,14 @@ async def clear_patient_session(request: HttpRequest) -> JsonResponse:
         items,
     )
     response = JsonResponse({"success": True, "items_cleared": items})
-    return _with_clear_site_data(response, CLEAR_SITE_DATA_PATIENT)
+    return site_data.add(response, site_data.PATIENT_DATA)
 
 
 @json_method("POST")
+@rate_limited("emergency")
 async def emergency_session_cleanup(request: HttpRequest) -> JsonResponse:
     """End the caller's whole session (patient data and login)."""
+    _note_client_hint(request)
     username = await _username(request)
     items = await cleanup.aend_session(
         request, reason="emergency_cleanup", source="api", actor=await request.auser()
@@ -98,7 +136,7 @@ async def emergency_session_cleanup(request: HttpRequest) -> JsonResponse:
         items,
     )
     response = JsonResponse({"success": True, "items_cleared": items})
-    return _with_clear_site_data(response, CLEAR_SITE_DATA_EMERGENCY)
+    return site_data.add(response, site_data.WHOLE_SESSION)
 
 
 @passive_activity
@@ -136,6 +174,6 @@ def _seconds_left(info: dict, now: float, idle: float) -> float:
 
 def csrf_failure(request: HttpRequest, reason: str = ""):
     """JSON for the API (stable code, no internals), Django's page elsewhere."""
-    if request.path.startswith("/api/"):
+    if is_api(request):
         return error("csrf_failed", 403, "CSRF verification failed. Reload the page.")
     return django_csrf_failure(request, reason=reason)

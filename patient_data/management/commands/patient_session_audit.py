@@ -40,6 +40,10 @@ class Command(BaseCommand):
         try:
             since = moment(options["since"]) if options["since"] else None
             until = moment(options["until"], end_of_day=True) if options["until"] else None
+        except OverflowError:
+            raise CommandError(
+                "--since/--until out of range: give a date before 9999-12-31.", returncode=2
+            ) from None
         except ValueError as exc:
             raise CommandError(
                 f"Not an ISO date or date-time: {exc}. Use e.g. 2026-01-31 or 2026-01-31T08:00.",
@@ -49,7 +53,13 @@ class Command(BaseCommand):
             raise CommandError("--since must be before --until.", returncode=2)
         write = WRITERS[options["format"]]
         if options["output"]:
-            with open(options["output"], "w", encoding="utf-8", newline="") as handle:
+            try:
+                handle = open(options["output"], "w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot write --output {options['output']}: {exc.strerror}.", returncode=2
+                ) from None
+            with handle:
                 write(handle, since, until)
         else:
             write(self.stdout._out, since, until)

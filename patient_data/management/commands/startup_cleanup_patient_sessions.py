@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError
 
 from patient_data.bulk.command import REFUSED, BulkCommand
+from patient_data.bulk.limits import older_than_hours_refusal
 from patient_data.bulk.selection import STARTUP_CLEANUP, Selection
 
 
@@ -36,8 +37,8 @@ class Command(BulkCommand):
 
     def selection(self, options: dict) -> Selection:
         hours = options["older_than_hours"]
-        if hours is not None and hours <= 0:
-            raise CommandError("--older-than-hours must be a positive number.", returncode=REFUSED)
+        if refusal := older_than_hours_refusal(hours):
+            raise CommandError(refusal, returncode=REFUSED)
         return Selection(
             include_authenticated=options["all_sessions"],
             older_than_seconds=hours * 3600 if hours is not None else None,

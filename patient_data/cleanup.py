@@ -21,6 +21,7 @@ from django.contrib.sessions.backends.base import SessionBase
 
 from patient_data import audit, events, guard
 from patient_data.models import CleanupEvent
+from patient_data.notices import LAST_CLEANUP_ATTR
 from patient_data.refs import session_ref
 from patient_data.registry import get_registry
 from patient_data.signals import patient_session_cleared
@@ -78,8 +79,11 @@ def _result(target: Any, action: str, reason: str, source: str, actor: Any, keys
 
 
 def _finish(target: Any, cleanup: Cleanup) -> int:
-    if cleanup.action == CleanupEvent.Action.END_SESSION and not isinstance(target, SessionBase):
-        setattr(target, LOGOUT_RECORDED_FLAG, True)
+    if not isinstance(target, SessionBase):
+        # The response tells the next page what happened (patient_data.notices).
+        setattr(target, LAST_CLEANUP_ATTR, cleanup)
+        if cleanup.action == CleanupEvent.Action.END_SESSION:
+            setattr(target, LOGOUT_RECORDED_FLAG, True)
     return cleanup.items_cleared
 
 

@@ -105,6 +105,12 @@ class Settings:
         """How long a process trusts its copy of the patient-data epoch."""
         return getattr(settings, "PATIENT_EPOCH_CACHE_SECONDS", 2)
 
+    @cached_property
+    def PATIENT_HIDDEN_TIMEOUT(self) -> float:
+        """Seconds a hidden tab may stay hidden before the page clears the patient data
+        (reason ``tab_hidden``); 0 turns it off."""
+        return getattr(settings, "PATIENT_HIDDEN_TIMEOUT", 0)
+
 
 conf = Settings()
 

@@ -25,7 +25,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
-from patient_data import activity, cleanup, enforcement, policy
+from patient_data import activity, cleanup, enforcement, notices, policy
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
 from patient_data.registry import META_KEY, get_registry
@@ -71,6 +71,7 @@ def _finish(request: HttpRequest, response: HttpResponse, data: dict[str, Any]) 
     verdict = getattr(request, VERDICT_ATTR, None)
     if verdict is not None and verdict.action != policy.KEEP:
         response[CLEARED_HEADER] = verdict.reason
+    notices.attach(request, response)
 
 
 class _Base:

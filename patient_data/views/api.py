@@ -24,6 +24,8 @@ logger = logging.getLogger("patient_data.middleware.patient_session_security")
 
 CLEAR_SITE_DATA_PATIENT = '"cache", "storage"'
 CLEAR_SITE_DATA_EMERGENCY = '"cache", "cookies", "storage"'
+#: Reasons a page may give for clearing its own session's patient data.
+PAGE_REASONS = frozenset({"manual_cleanup", "tab_hidden"})
 
 
 def error(code: str, status: int, message: str) -> JsonResponse:
@@ -71,10 +73,17 @@ async def _username(request: HttpRequest) -> str:
 
 @json_method("POST")
 async def clear_patient_session(request: HttpRequest) -> JsonResponse:
-    """Clear the patient data of the caller's session."""
+    """Clear the patient data of the caller's session.
+
+    ``X-Cleanup-Reason`` may name one of ``PAGE_REASONS`` (the page's own timers); anything
+    else is refused before anything is cleared.
+    """
     source = "shortcut" if request.headers.get("X-Cleanup-Trigger") == "shortcut" else "api"
+    reason = request.headers.get("X-Cleanup-Reason", "manual_cleanup")
+    if reason not in PAGE_REASONS:
+        return error("bad_reason", 400, f"X-Cleanup-Reason must be one of {sorted(PAGE_REASONS)}.")
     items = await cleanup.aclear_patient_session_data(
-        request, reason="manual_cleanup", source=source, actor=await request.auser()
+        request, reason=reason, source=source, actor=await request.auser()
     )
     logger.info(
         "Manual patient session cleanup requested by user %s: %d items cleared",

@@ -255,6 +255,8 @@ def check_channel_layer(app_configs=None, **kwargs) -> list:
             )
         ]
     return []
+
+
 @register(Tags.security)
 def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
     errors = []
@@ -275,3 +277,17 @@ def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
                 )
             )
     return errors
+
+
+@register(Tags.security)
+def check_page_timers(app_configs=None, **kwargs) -> list:
+    """E030: the page's own timer must be a number of seconds, 0 meaning off."""
+    hidden = conf.PATIENT_HIDDEN_TIMEOUT
+    if isinstance(hidden, Real) and not isinstance(hidden, bool) and hidden >= 0:
+        return []
+    return [
+        Error(
+            "PATIENT_HIDDEN_TIMEOUT must be a number of seconds >= 0 (0 turns it off).",
+            id="patient_data.E030",
+        )
+    ]

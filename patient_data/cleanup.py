@@ -22,6 +22,7 @@ from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from patient_data import audit, events, guard, indexing
 from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent
+from patient_data.notices import LAST_CLEANUP_ATTR
 from patient_data.refs import session_ref
 from patient_data.registry import META_KEY, get_registry
 from patient_data.signals import patient_session_cleared
@@ -93,8 +94,11 @@ def _ends_something(cleanup: Cleanup, held_login: bool) -> bool:
 
 
 def _finish(target: Any, cleanup: Cleanup) -> int:
-    if cleanup.action == CleanupEvent.Action.END_SESSION and not isinstance(target, SessionBase):
-        setattr(target, LOGOUT_RECORDED_FLAG, True)
+    if not isinstance(target, SessionBase):
+        # The response tells the next page what happened (patient_data.notices).
+        setattr(target, LAST_CLEANUP_ATTR, cleanup)
+        if cleanup.action == CleanupEvent.Action.END_SESSION:
+            setattr(target, LOGOUT_RECORDED_FLAG, True)
     return cleanup.items_cleared
 
 

@@ -137,6 +137,7 @@ class Settings:
     def NCP_WORKERS(self) -> int:
         """How many server processes share the channel layer (set by startup_with_cleanup)."""
         return getattr(settings, "NCP_WORKERS", 1)
+
     def PATIENT_CLEANUP_RATE_WINDOW(self) -> float:
         """Seconds of the window the cleanup endpoints' rate limits count in."""
         return getattr(settings, "PATIENT_CLEANUP_RATE_WINDOW", 60)
@@ -150,6 +151,11 @@ class Settings:
     def PATIENT_CLEANUP_RATE_PER_ADDRESS(self) -> int:
         """Cleanup API requests one client address may make per window (0: no limit)."""
         return getattr(settings, "PATIENT_CLEANUP_RATE_PER_ADDRESS", 120)
+
+    def PATIENT_HIDDEN_TIMEOUT(self) -> float:
+        """Seconds a hidden tab may stay hidden before the page clears the patient data
+        (reason ``tab_hidden``); 0 turns it off."""
+        return getattr(settings, "PATIENT_HIDDEN_TIMEOUT", 0)
 
 
 conf = Settings()

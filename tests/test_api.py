@@ -47,6 +47,19 @@ def test_a_client_cannot_choose_the_audit_source_or_an_unknown_hint(with_patient
     assert (event.source, event.client_hint) == ("api", None)
 
 
+def test_a_hidden_tab_clear_is_recorded_with_its_reason(with_patient_data):
+    response = with_patient_data.post(CLEAR, headers={"X-Cleanup-Reason": "tab_hidden"})
+    assert response.json() == {"success": True, "items_cleared": 3}
+    assert CleanupEvent.objects.get().reason == "tab_hidden"
+
+
+def test_a_reason_outside_the_page_list_is_refused_and_clears_nothing(with_patient_data):
+    response = with_patient_data.post(CLEAR, headers={"X-Cleanup-Reason": "logout"})
+    assert response.status_code == 400 and response.json()["error"] == "bad_reason"
+    assert "patient_summary" in with_patient_data.stored()
+    assert not CleanupEvent.objects.exists()
+
+
 def test_emergency_ends_the_session(with_patient_data):
     response = with_patient_data.post(EMERGENCY)
     assert response.status_code == 200

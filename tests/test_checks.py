@@ -107,3 +107,15 @@ def test_databases_without_upsert_returning_are_refused():
     assert "'a' (SQLite 3.34.1)" in errors[0].msg
     assert "'c' (django.db.backends.mysql)" in errors[1].msg
     assert checks.check_databases() == []  # this project's own databases
+
+
+@pytest.mark.parametrize("value", [-1, "60", None, True])
+def test_hidden_timeout_must_be_seconds_or_zero(value):
+    with override_settings(PATIENT_HIDDEN_TIMEOUT=value):
+        assert _ids(checks.check_page_timers()) == ["patient_data.E030"]
+
+
+@pytest.mark.parametrize("value", [0, 45, 2.5])
+def test_hidden_timeout_of_zero_or_seconds_passes(value):
+    with override_settings(PATIENT_HIDDEN_TIMEOUT=value):
+        assert checks.check_page_timers() == []

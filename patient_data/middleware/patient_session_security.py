@@ -26,7 +26,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
-from patient_data import activity, cleanup, enforcement, events, policy, site_data
+from patient_data import activity, cleanup, enforcement, events, notices, policy, site_data
 from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
@@ -74,6 +74,7 @@ def _finish(request: HttpRequest, response: HttpResponse, data: dict[str, Any]) 
     if verdict is not None and verdict.action != policy.KEEP:
         response[CLEARED_HEADER] = verdict.reason
         site_data.add(response)
+    notices.attach(request, response)
 
 
 class _Base:

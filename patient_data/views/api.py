@@ -32,6 +32,10 @@ def is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
+#: Reasons a page may give for clearing its own session's patient data.
+PAGE_REASONS = frozenset({"manual_cleanup", "tab_hidden"})
+
+
 def error(code: str, status: int, message: str) -> JsonResponse:
     return JsonResponse({"success": False, "error": code, "message": message}, status=status)
 
@@ -107,10 +111,17 @@ def _note_client_hint(request: HttpRequest) -> None:
 @json_method("POST")
 @rate_limited("clear")
 async def clear_patient_session(request: HttpRequest) -> JsonResponse:
-    """Clear the patient data of the caller's session."""
+    """Clear the patient data of the caller's session.
+
+    ``X-Cleanup-Reason`` may name one of ``PAGE_REASONS`` (the page's own timers); anything
+    else is refused before anything is cleared.
+    """
+    reason = request.headers.get("X-Cleanup-Reason", "manual_cleanup")
+    if reason not in PAGE_REASONS:
+        return error("bad_reason", 400, f"X-Cleanup-Reason must be one of {sorted(PAGE_REASONS)}.")
     _note_client_hint(request)
     items = await cleanup.aclear_patient_session_data(
-        request, reason="manual_cleanup", source="api", actor=await request.auser()
+        request, reason=reason, source="api", actor=await request.auser()
     )
     logger.info(
         "Manual patient session cleanup requested by user %s: %d items cleared",

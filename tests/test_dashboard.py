@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live_support import PATIENT_VALUES, session_key, signed_in, staff_user
+from tests.live_support import (
+    PATIENT_VALUES,
+    monitor_socket,
+    session_key,
+    signed_in,
+    staff_user,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,3 +64,21 @@ def test_the_dashboard_needs_a_sign_in(client):
     response = client.get("/monitor/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+async def test_storing_patient_data_is_announced_to_the_monitor_at_once(clinician):
+    monitor = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
+    await signed_in(clinician)
+    stored = await monitor.expect("session.stored")
+    assert (stored["user"], stored["items"]) == ("clinician", 3)
+    assert stored["keys"] == ["current_patient_id", "patient_cda_*", "patient_summary"]
+    assert stored["idle_seconds_left"] > 0
+    await monitor.close()
+
+
+async def test_a_request_that_stores_nothing_announces_nothing(clinician):
+    client = await signed_in(clinician)
+    monitor = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
+    assert (await client.get("/_test/plain/")).status_code == 200
+    assert await monitor.nothing(0.5)
+    await monitor.close()

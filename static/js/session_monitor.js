@@ -29,8 +29,11 @@
   // Deadlines are kept as local clock times so the countdown ticks without the server.
   const deadlines = new Map();
 
+  const BADGES = { live: "text-bg-success", connecting: "text-bg-warning", offline: "text-bg-secondary" };
+
   function setConnection(kind, text) {
     state.dataset.state = kind;
+    state.className = "badge " + BADGES[kind];
     state.textContent = text;
   }
 
@@ -79,6 +82,9 @@
     fields.forEach(function (name) {
       const td = document.createElement("td");
       td.dataset.field = name;
+      if (name === "keys") {
+        td.className = "small d-none d-lg-table-cell";
+      }
       row.appendChild(td);
     });
     const actions = document.createElement("td");
@@ -103,7 +109,11 @@
     cell(row, "items").textContent = entry.items;
     cell(row, "keys").textContent = (entry.keys || []).join(", ");
     cell(row, "last_activity").textContent = formatTime(entry.last_activity);
-    cell(row, "open_tabs").textContent = entry.open_tabs === undefined ? "—" : entry.open_tabs;
+    if (entry.open_tabs !== undefined) {
+      cell(row, "open_tabs").textContent = entry.open_tabs;
+    } else if (!cell(row, "open_tabs").textContent) {
+      cell(row, "open_tabs").textContent = "—";
+    }
     setDeadline(ref, entry.idle_seconds_left);
   }
 
@@ -159,6 +169,8 @@
         return who + ": idle timeout in " + formatDuration(frame.seconds_left);
       case "presence.changed":
         return who + ": " + plural(frame.open_tabs, "open tab");
+      case "session.stored":
+        return who + ": " + (frame.user || "a session") + " holds " + plural(frame.items, "item");
       default:
         return null;
     }
@@ -197,6 +209,9 @@
         (frame.sessions || []).forEach(upsert);
         refreshEmpty();
         return;
+      case "session.stored":
+        upsert(frame);
+        break;
       case "session.cleared":
       case "session.ended":
         remove(frame.session);
@@ -299,6 +314,10 @@
   }
 
   root.querySelectorAll("tr[data-session]").forEach(function (row) {
+    const seen = cell(row, "last_activity").dataset.epoch;
+    if (seen) {
+      cell(row, "last_activity").textContent = formatTime(Number(seen));
+    }
     const left = row.dataset.idleSecondsLeft;
     if (left !== undefined && left !== "") {
       deadlines.set(row.dataset.session, Date.now() + Number(left) * 1000);

@@ -19,8 +19,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from patient_data.conf import conf
 from patient_data import meta as session_meta
+from patient_data.conf import conf
 from patient_data.refs import session_ref
 from patient_data.registry import get_registry
 
@@ -93,9 +93,7 @@ def publish_activity(session_key: str | None, seen: float) -> bool:
     return async_to_sync(_asend)(*_activity(session_key, seen))
 
 
-def _stored(
-    session_key: str, user: str, data: dict[str, Any]
-) -> tuple[list[str], dict[str, Any]]:
+def _stored(session_key: str, user: str, data: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     ref = session_ref(session_key)
     keys = get_registry().patient_keys(data)
     event = {

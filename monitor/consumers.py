@@ -45,6 +45,20 @@ def activity_frame(event: dict[str, Any]) -> str:
     )
 
 
+def stored_frame(event: dict[str, Any]) -> str:
+    seen = event.get("seen")
+    left = None if seen is None else conf.PATIENT_SESSION_TIMEOUT * 60 - (time.time() - seen)
+    return protocol.frame(
+        "session.stored",
+        session=event["session_ref"],
+        user=event["user"],
+        items=event["items"],
+        keys=event["keys"],
+        last_activity=seen,
+        idle_seconds_left=None if left is None else round(max(0.0, left), 1),
+    )
+
+
 def presence_frame(event: dict[str, Any]) -> str:
     return protocol.frame(
         "presence.changed", session=event["session_ref"], open_tabs=event["open_tabs"]
@@ -122,6 +136,9 @@ class _LiveSocket(AsyncWebsocketConsumer):
 
     async def patient_session_presence(self, message: dict[str, Any]) -> None:
         await self.push(presence_frame(message["event"]))
+
+    async def patient_session_stored(self, message: dict[str, Any]) -> None:
+        await self.push(stored_frame(message["event"]))
 
 
 class PatientSessionConsumer(_LiveSocket):

@@ -58,7 +58,7 @@ async def _usernames(user_ids: set[str]) -> dict[str, str]:
     return {str(pk): name async for pk, name in users.values_list("pk", "username")}
 
 
-async def asnapshot(**extra: Any) -> str:
+async def asessions() -> list[dict[str, Any]]:
     """Every indexed session holding patient data, as the dashboard shows it."""
     entries = await index.alist()
     names = await _usernames({entry.user_id for entry in entries if entry.user_id})
@@ -81,4 +81,9 @@ async def asnapshot(**extra: Any) -> str:
                 "open_tabs": await presence.acount(entry.session_ref),
             }
         )
-    return protocol.frame("sessions.snapshot", sessions=sessions, **extra)
+    return sessions
+
+
+async def asnapshot(**extra: Any) -> str:
+    """The ``sessions.snapshot`` frame: the dashboard's rows."""
+    return protocol.frame("sessions.snapshot", sessions=await asessions(), **extra)

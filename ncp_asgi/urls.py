@@ -8,6 +8,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("patient_data.urls")),
     path("", include("patient_data.portal_urls")),
+    path("", include("monitor.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -19,14 +19,17 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.refs import session_ref
+from patient_data.registry import get_registry
 
 logger = logging.getLogger("patient_data.events")
 
 EVENT_TYPE = "patient_session.event"
 ACTIVITY_TYPE = "patient_session.activity"
 PRESENCE_TYPE = "patient_session.presence"
+STORED_TYPE = "patient_session.stored"
 BATCH_TYPE = "patient_session.batch"
 #: Every process holding sockets listens here for bulk batches.
 PROCESSES_GROUP = "patient-session-processes"
@@ -88,6 +91,34 @@ def publish_activity(session_key: str | None, seen: float) -> bool:
     if not session_key:
         return False
     return async_to_sync(_asend)(*_activity(session_key, seen))
+
+
+def _stored(session_key: str, user: str, data: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    ref = session_ref(session_key)
+    keys = get_registry().patient_keys(data)
+    event = {
+        "session_ref": ref,
+        "user": user,
+        "items": len(keys),
+        "keys": get_registry().entries(keys),
+        "seen": session_meta.read(data).get("seen"),
+    }
+    return _groups(ref), {"type": STORED_TYPE, "event": event}
+
+
+async def apublish_stored(session_key: str | None, user: str, data: dict[str, Any]) -> bool:
+    """Patient data was stored in a session: the monitor lists it at once (counts and
+    registry entry names, never values)."""
+    if not session_key:
+        return False
+    return await _asend(*_stored(session_key, user, data))
+
+
+def publish_stored(session_key: str | None, user: str, data: dict[str, Any]) -> bool:
+    """Sync twin of :func:`apublish_stored`."""
+    if not session_key:
+        return False
+    return async_to_sync(_asend)(*_stored(session_key, user, data))
 
 
 async def apublish_presence(ref: str, open_tabs: int) -> bool:

@@ -20,6 +20,9 @@ from patient_data import meta as session_meta
 from patient_data.registry import META_KEY, UnregisteredPatientKey, get_registry
 
 _MISSING = object()
+#: Set on a session object once a patient value was written into it: the middleware then
+#: tells the live monitor, once per request (``events.apublish_stored``).
+STORED_FLAG = "_patient_data_stored"
 
 
 def _session_of(target: Any) -> SessionBase:
@@ -47,6 +50,7 @@ def store(target: Any, key: str, value: Any) -> None:
         return
     session[key] = value
     session[META_KEY] = session_meta.stamped_for_store(info, time.time(), epoch.current())
+    setattr(session, STORED_FLAG, True)
 
 
 async def astore(target: Any, key: str, value: Any) -> None:
@@ -60,6 +64,7 @@ async def astore(target: Any, key: str, value: Any) -> None:
     await session.aset(
         META_KEY, session_meta.stamped_for_store(info, time.time(), await epoch.acurrent())
     )
+    setattr(session, STORED_FLAG, True)
 
 
 def patient_data_since(target: Any) -> float | None:

@@ -26,7 +26,16 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
-from patient_data import activity, cleanup, enforcement, events, notices, policy, site_data
+from patient_data import (
+    activity,
+    cleanup,
+    enforcement,
+    events,
+    notices,
+    patient_session,
+    policy,
+    site_data,
+)
 from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
@@ -77,6 +86,10 @@ def _finish(request: HttpRequest, response: HttpResponse, data: dict[str, Any]) 
     notices.attach(request, response)
 
 
+def _username(user: Any) -> str:
+    return user.get_username() if user.is_authenticated else ""
+
+
 class _Base:
     sync_capable = True
     async_capable = True
@@ -98,6 +111,8 @@ class PatientSessionSecurityMiddleware(_Base):
         response = self.get_response(request)
         data = dict(request.session.items())
         _finish(request, response, data)
+        if getattr(request.session, patient_session.STORED_FLAG, False):
+            events.publish_stored(request.session.session_key, _username(request.user), data)
         if not _is_passive(request) and (info := activity.stamped(data, time.time())):
             request.session[META_KEY] = info
             events.publish_activity(request.session.session_key, info["seen"])
@@ -108,6 +123,9 @@ class PatientSessionSecurityMiddleware(_Base):
         response = await self.get_response(request)
         data = dict(await request.session.aitems())
         _finish(request, response, data)
+        if getattr(request.session, patient_session.STORED_FLAG, False):
+            user = _username(await request.auser())
+            await events.apublish_stored(request.session.session_key, user, data)
         if not _is_passive(request) and (info := activity.stamped(data, time.time())):
             await request.session.aset(META_KEY, info)
             await events.apublish_activity(request.session.session_key, info["seen"])

@@ -36,6 +36,9 @@ class SessionTarget:
     def __init__(self, session_key: str) -> None:
         self.session = index.store(session_key)
         self._user: Any = None
+        # Receivers of ``user_logged_out`` (django-axes) read a request's META: a socket has
+        # no HTTP request, so they see an empty one naming the socket's path.
+        self.META: dict[str, str] = {"PATH_INFO": "/ws/patient-session/"}
 
     async def auser(self) -> Any:
         if self._user is None:

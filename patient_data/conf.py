@@ -138,6 +138,7 @@ class Settings:
         """How many server processes share the channel layer (set by startup_with_cleanup)."""
         return getattr(settings, "NCP_WORKERS", 1)
 
+    @cached_property
     def PATIENT_CLEANUP_RATE_WINDOW(self) -> float:
         """Seconds of the window the cleanup endpoints' rate limits count in."""
         return getattr(settings, "PATIENT_CLEANUP_RATE_WINDOW", 60)
@@ -152,6 +153,7 @@ class Settings:
         """Cleanup API requests one client address may make per window (0: no limit)."""
         return getattr(settings, "PATIENT_CLEANUP_RATE_PER_ADDRESS", 120)
 
+    @cached_property
     def PATIENT_HIDDEN_TIMEOUT(self) -> float:
         """Seconds a hidden tab may stay hidden before the page clears the patient data
         (reason ``tab_hidden``); 0 turns it off."""

@@ -23,5 +23,10 @@ async def dashboard(request: HttpRequest) -> HttpResponse:
     for row in sessions:
         seen = row["last_activity"]
         row["last_activity_at"] = datetime.fromtimestamp(seen, timezone.utc) if seen else None
-    context = {"sessions": sessions, "can_act": await auth.acan_act(user), "user": user}
+    context = {
+        "sessions": sessions,
+        "can_act": await auth.acan_act(user),
+        "can_monitor": True,
+        "user": user,
+    }
     return render(request, "monitor/dashboard.html", context)

@@ -82,3 +82,10 @@ async def test_a_request_that_stores_nothing_announces_nothing(clinician):
     assert (await client.get("/_test/plain/")).status_code == 200
     assert await monitor.nothing(0.5)
     await monitor.close()
+
+
+async def test_the_navbar_links_the_dashboard_for_staff_only(clinician):
+    staff = await signed_in(await staff_user(), patient_data=False)
+    assert 'href="/monitor/"' in (await staff.get("/patients/")).content.decode()
+    client = await signed_in(clinician, patient_data=False)
+    assert 'href="/monitor/"' not in (await client.get("/patients/")).content.decode()

@@ -21,6 +21,8 @@ from patient_data.models import DemoPatient
 from patient_data.refs import patient_ref
 
 SEARCH_LIMIT = 50
+#: The navbar links the staff dashboard for those who may watch it (``monitor.auth``).
+MONITOR_PERMISSION = "patient_data.view_session_monitor"
 CDA_PREFIX = "patient_cda_"
 SUMMARY_KEYS = ("patient_medications", "patient_allergies", "patient_problems")
 
@@ -33,7 +35,9 @@ async def arender(
     The ``user`` of the auth context processor loads synchronously, which an async view
     must not do.
     """
-    context = {**context, "user": await request.auser()}
+    user = await request.auser()
+    can_monitor = user.is_authenticated and await user.ahas_perm(MONITOR_PERMISSION)
+    context = {**context, "user": user, "can_monitor": can_monitor}
     return render(request, template, context, status=status)
 
 

@@ -379,3 +379,13 @@ def test_a_removed_row_behind_a_stale_cache_copy_answers_without_error(clinician
         response = browser.get(STATUS)
         assert response.status_code == 200
         assert response.json()["has_patient_data"] is False
+
+
+def test_a_login_without_a_stamp_gets_one_at_its_next_activity(logged_in):
+    store = import_module(settings.SESSION_ENGINE).SessionStore(logged_in.session_key)
+    data = store.load()
+    data[META_KEY] = {"ref": data[META_KEY]["ref"], "seen": time.time() - 20}  # an older login
+    store._session_cache = data
+    store.save()
+    logged_in.get("/_test/plain/")
+    assert time.time() - logged_in.stored()[META_KEY]["login"] < 5

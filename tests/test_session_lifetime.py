@@ -8,7 +8,6 @@ lifetime; a request-path cleanup keeps a concurrent change; stamps from the futu
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from importlib import import_module
 
@@ -16,7 +15,6 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.models import Session
-from django.db import connections
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
@@ -320,25 +318,9 @@ def test_a_preference_saved_during_a_request_path_cleanup_survives(kind, clinici
     tab_one = _signed_in(kind, clinician)
     tab_two = Driver(kind)
     tab_two.client.cookies = tab_one.client.cookies
-    test_urls.SLOW_LOADED.clear()
-    test_urls.SLOW_RELEASE.clear()
-    result = {}
-
-    def slow_request():
-        try:
-            path = "/_test/slow-clear/" if kind == "sync" else "/_test/aslow-clear/"
-            result["r"] = tab_one.get(path)
-        finally:
-            connections.close_all()
-
-    slow = threading.Thread(target=slow_request)
-    slow.start()
-    try:
-        assert test_urls.SLOW_LOADED.wait(timeout=10)
+    path = "/_test/slow-clear/" if kind == "sync" else "/_test/aslow-clear/"
+    with test_urls.slow_request(tab_one, path) as result:
         assert tab_two.get("/_test/note/?value=dark").status_code == 200
-    finally:
-        test_urls.SLOW_RELEASE.set()
-        slow.join(timeout=20)
     assert result["r"].status_code == 200
     stored = tab_one.stored()
     assert stored["note"] == "dark"

@@ -18,8 +18,8 @@ from django.contrib.sessions.models import Session
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
-from patient_data import cleanup, enforcement, patient_session, policy, revocation
-from patient_data.models import CleanupEvent, EndedSession
+from patient_data import cleanup, enforcement, guard, patient_session, policy, revocation
+from patient_data.models import CleanupEvent, EndedSession, PatientSessionState
 from patient_data.registry import META_KEY
 from tests import urls as test_urls
 from tests.conftest import Driver
@@ -117,6 +117,21 @@ def test_revocations_expire_with_the_cookie_and_are_purged():
     kept_until = EndedSession.objects.get().expires_at
     assert 599 <= (kept_until - timezone.now()).total_seconds() <= 600
     assert revocation.is_ended("b" * 32)
+
+
+@pytest.mark.parametrize("patient_data", [True, False])
+def test_an_end_advances_the_generation_only_of_data_that_had_one(driver, clinician, patient_data):
+    driver.force_login(clinician)
+    if patient_data:
+        driver.get("/_test/store/")
+    ref = driver.stored()[META_KEY]["ref"]
+    before = guard.current_generation(ref)
+    driver.post("/_test/logout/")
+    assert revocation.is_ended(ref)
+    if patient_data:
+        assert guard.current_generation(ref) > before
+    else:
+        assert not PatientSessionState.objects.filter(ref=ref).exists()
 
 
 # -- item 3: two requests of one session after PATIENT_MAX_INACTIVE_TIME -------------------

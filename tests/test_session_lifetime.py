@@ -12,7 +12,9 @@ import time
 from importlib import import_module
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
+from django.contrib.auth import alogin
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.models import Session
 from django.test import RequestFactory, override_settings
@@ -144,10 +146,11 @@ def _loaded_request(engine, key: str):
     return request
 
 
-def _idle_session(engine, clinician) -> str:
-    """The key of a signed-in session holding patient data, idle past the max-inactive time
-    (a new key for a signed cookie: its content is its key)."""
-    store = engine.SessionStore(_signed_in("sync", clinician).session_key)
+def _idle_session(engine, clinician, patient_data: bool = True) -> str:
+    """The key of a signed-in session, idle past the max-inactive time (a new key for a signed
+    cookie: its content is its key)."""
+    browser = _signed_in("sync", clinician, patient_data=patient_data)
+    store = engine.SessionStore(browser.session_key)
     data = store.load()
     data[META_KEY] = {**data[META_KEY], "seen": time.time() - 61 * MINUTE}
     store._session_cache = data
@@ -156,8 +159,9 @@ def _idle_session(engine, clinician) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_requests_after_max_inactive_end_the_session_once(engine, clinician):
-    key = _idle_session(engine, clinician)
+@pytest.mark.parametrize("patient_data", [True, False])
+def test_two_requests_after_max_inactive_end_the_session_once(engine, clinician, patient_data):
+    key = _idle_session(engine, clinician, patient_data)
     first, second = _loaded_request(engine, key), _loaded_request(engine, key)
     list(first.session.items())
     list(second.session.items())
@@ -169,10 +173,11 @@ def test_two_requests_after_max_inactive_end_the_session_once(engine, clinician)
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_two_async_requests_after_max_inactive_end_the_session_once(engine, clinician):
-    from asgiref.sync import sync_to_async
-
-    key = await sync_to_async(_idle_session)(engine, clinician)
+@pytest.mark.parametrize("patient_data", [True, False])
+async def test_two_async_requests_after_max_inactive_end_the_session_once(
+    engine, clinician, patient_data
+):
+    key = await sync_to_async(_idle_session)(engine, clinician, patient_data)
     first, second = _loaded_request(engine, key), _loaded_request(engine, key)
     await first.session.aitems()
     await second.session.aitems()
@@ -196,8 +201,6 @@ def test_a_cleanup_of_a_session_removed_meanwhile_logs_the_request_out(engine, k
     if kind == "sync":
         assert cleanup.clear_patient_session_data(request) == 0
     else:
-        from asgiref.sync import async_to_sync
-
         assert async_to_sync(cleanup.aclear_patient_session_data)(request) == 0
     assert not request.user.is_authenticated
     assert not CleanupEvent.objects.exists()
@@ -208,6 +211,16 @@ def test_a_cleanup_of_a_session_removed_meanwhile_logs_the_request_out(engine, k
 
 def test_a_login_stamps_its_time_and_a_ref(logged_in):
     meta = logged_in.stored()[META_KEY]
+    assert time.time() - meta["login"] < 5
+    assert len(meta["ref"]) == 32
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_async_login_stamps_its_time_and_a_ref(engine, clinician):
+    request = RequestFactory().get("/")
+    request.session = engine.SessionStore()
+    await alogin(request, clinician, backend="django.contrib.auth.backends.ModelBackend")
+    meta = await request.session.aget(META_KEY)
     assert time.time() - meta["login"] < 5
     assert len(meta["ref"]) == 32
 

@@ -27,4 +27,7 @@ def stamped(data: dict[str, Any], now: float) -> dict[str, Any] | None:
     if not policy.activity_due(info, now):
         return None
     info["seen"] = now
+    if SESSION_KEY in data:
+        # A login from before the absolute lifetime was recorded starts it now.
+        info.setdefault("login", now)
     return info

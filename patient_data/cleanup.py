@@ -148,6 +148,14 @@ def _gone(session: SessionBase) -> bool:
     return stored_blob is not None and stored_blob() is None
 
 
+async def _agone(session: SessionBase) -> bool:
+    """Async twin of :func:`_gone`."""
+    if session.session_key is None or getattr(session, "client_side", False):
+        return False
+    astored_blob = getattr(session, "astored_blob", None)
+    return astored_blob is not None and await astored_blob() is None
+
+
 def _clear(
     target: Any, action: str, reason: str, source: str, actor: Any, bump: bool = True
 ) -> Cleanup | None:
@@ -172,11 +180,7 @@ async def _aclear(
         del session[key]  # loaded above: no I/O here
     if keys and not await sync_to_async(_persist)(session, bump=bump):
         return None
-    if (
-        not keys
-        and action == CleanupEvent.Action.END_SESSION
-        and await sync_to_async(_gone)(session)
-    ):
+    if not keys and action == CleanupEvent.Action.END_SESSION and await _agone(session):
         return None
     return _result(target, action, reason, source, actor, keys)
 

@@ -19,22 +19,28 @@ import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import router
+from django.db import router, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from patient_data import guard
-from patient_data.models import EndedSession
+from patient_data.models import EndedSession, PatientSessionState
 
 
 def revoke(ref: str) -> None:
-    """Record the session ``ref`` as ended and void its patient data (new generation)."""
+    """Record the session ``ref`` as ended and void its patient data (new generation).
+
+    Only a session that held patient data has a generation row to advance (the UPDATE waits
+    for a guarded save holding it); one that never did gets no row for it.
+    """
     now = timezone.now()
     using = router.db_for_write(EndedSession)
-    with guard.locked_state(ref) as state:
-        state.generation += 1
-        state.save(update_fields=["generation", "updated_at"])
-        EndedSession.objects.using(using).filter(expires_at__lte=now).delete()
-        EndedSession.objects.using(using).update_or_create(
+    with transaction.atomic(using=using):
+        PatientSessionState.objects.using(using).filter(ref=ref).update(
+            generation=F("generation") + 1, updated_at=now
+        )
+        ended = EndedSession.objects.using(using)
+        ended.filter(expires_at__lte=now).delete()
+        ended.update_or_create(
             ref=ref,
             defaults={"expires_at": now + datetime.timedelta(seconds=settings.SESSION_COOKIE_AGE)},
         )

@@ -103,23 +103,9 @@ def test_real_slow_request_during_a_bulk_run(kind):
     browser = Driver(kind)
     browser.force_login(user)
     browser.get("/_test/store/")
-    test_urls.SLOW_LOADED.clear()
-    test_urls.SLOW_RELEASE.clear()
-    result = {}
-
-    def request() -> None:
-        result["r"] = browser.get("/_test/slow-note/")
-        connections.close_all()
-
-    slow = threading.Thread(target=request)
-    slow.start()
-    try:
-        assert test_urls.SLOW_LOADED.wait(timeout=10)
+    with test_urls.slow_request(browser, "/_test/slow-note/") as result:
         code, _ = run("cleanup_patient_sessions", "--force")
         assert code == 0
-    finally:
-        test_urls.SLOW_RELEASE.set()
-        slow.join(timeout=20)
     assert result["r"].status_code == 200
     stored = browser.stored()
     assert stored["note"] == "written-by-slow-request"

@@ -29,6 +29,7 @@ def test_the_project_settings_pass():
         ("PATIENT_SESSION_TIMEOUT", "patient_data.E001"),
         ("PATIENT_MAX_INACTIVE_TIME", "patient_data.E002"),
         ("PATIENT_SESSION_MAX_AGE", "patient_data.E003"),
+        ("PATIENT_SESSION_ABSOLUTE_MAX_AGE", "patient_data.E020"),
     ],
 )
 @pytest.mark.parametrize("value", [0, -5, "30", None, True])

@@ -6,13 +6,11 @@ DATABASE_URL is set: .ci/run runs both).
 
 from __future__ import annotations
 
-import threading
 from importlib import import_module
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections
 from django.test import override_settings
 
 from patient_data import cleanup, patient_session
@@ -80,25 +78,9 @@ def test_slow_request_during_a_cleanup(kind):
     tab_one.force_login(user)
     tab_one.get("/_test/store/")
     tab_two.client.cookies = tab_one.client.cookies
-    test_urls.SLOW_LOADED.clear()
-    test_urls.SLOW_RELEASE.clear()
-    result = {}
-
-    def slow_request():
-        try:
-            result["r"] = tab_one.get("/_test/slow-note/")
-        finally:
-            connections.close_all()
-
-    slow = threading.Thread(target=slow_request)
-    slow.start()
-    try:
-        assert test_urls.SLOW_LOADED.wait(timeout=10)
+    with test_urls.slow_request(tab_one, "/_test/slow-note/") as result:
         cleared = tab_two.post("/api/clear-patient-session/")
         assert cleared.json() == {"success": True, "items_cleared": 3}
-    finally:
-        test_urls.SLOW_RELEASE.set()
-        slow.join(timeout=20)
     assert result["r"].status_code == 200
     stored = tab_one.stored()
     assert "patient_summary" not in stored

@@ -105,7 +105,7 @@ async def test_async_saving_a_never_loaded_session_that_is_gone_raises_update_er
 
 @pytest.mark.django_db
 def test_the_file_engine_creates_its_folder(tmp_path):
-    folder = tmp_path / "fresh" / "sessions"
+    folder = tmp_path / "sessions"
     module = import_module("patient_data.sessions.file")
     with override_settings(
         SESSION_ENGINE="patient_data.sessions.file", SESSION_FILE_PATH=str(folder)

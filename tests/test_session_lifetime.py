@@ -8,20 +8,20 @@ lifetime; a request-path cleanup keeps a concurrent change; stamps from the futu
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from importlib import import_module
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
+from django.contrib.auth import alogin
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.models import Session
-from django.db import connections
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
-from patient_data import cleanup, enforcement, patient_session, policy, revocation
-from patient_data.models import CleanupEvent, EndedSession
+from patient_data import cleanup, enforcement, guard, patient_session, policy, revocation
+from patient_data.models import CleanupEvent, EndedSession, PatientSessionState
 from patient_data.registry import META_KEY
 from tests import urls as test_urls
 from tests.conftest import Driver
@@ -121,6 +121,21 @@ def test_revocations_expire_with_the_cookie_and_are_purged():
     assert revocation.is_ended("b" * 32)
 
 
+@pytest.mark.parametrize("patient_data", [True, False])
+def test_an_end_advances_the_generation_only_of_data_that_had_one(driver, clinician, patient_data):
+    driver.force_login(clinician)
+    if patient_data:
+        driver.get("/_test/store/")
+    ref = driver.stored()[META_KEY]["ref"]
+    before = guard.current_generation(ref)
+    driver.post("/_test/logout/")
+    assert revocation.is_ended(ref)
+    if patient_data:
+        assert guard.current_generation(ref) > before
+    else:
+        assert not PatientSessionState.objects.filter(ref=ref).exists()
+
+
 # -- item 3: two requests of one session after PATIENT_MAX_INACTIVE_TIME -------------------
 
 
@@ -131,10 +146,11 @@ def _loaded_request(engine, key: str):
     return request
 
 
-def _idle_session(engine, clinician) -> str:
-    """The key of a signed-in session holding patient data, idle past the max-inactive time
-    (a new key for a signed cookie: its content is its key)."""
-    store = engine.SessionStore(_signed_in("sync", clinician).session_key)
+def _idle_session(engine, clinician, patient_data: bool = True) -> str:
+    """The key of a signed-in session, idle past the max-inactive time (a new key for a signed
+    cookie: its content is its key)."""
+    browser = _signed_in("sync", clinician, patient_data=patient_data)
+    store = engine.SessionStore(browser.session_key)
     data = store.load()
     data[META_KEY] = {**data[META_KEY], "seen": time.time() - 61 * MINUTE}
     store._session_cache = data
@@ -143,8 +159,9 @@ def _idle_session(engine, clinician) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_requests_after_max_inactive_end_the_session_once(engine, clinician):
-    key = _idle_session(engine, clinician)
+@pytest.mark.parametrize("patient_data", [True, False])
+def test_two_requests_after_max_inactive_end_the_session_once(engine, clinician, patient_data):
+    key = _idle_session(engine, clinician, patient_data)
     first, second = _loaded_request(engine, key), _loaded_request(engine, key)
     list(first.session.items())
     list(second.session.items())
@@ -156,10 +173,11 @@ def test_two_requests_after_max_inactive_end_the_session_once(engine, clinician)
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_two_async_requests_after_max_inactive_end_the_session_once(engine, clinician):
-    from asgiref.sync import sync_to_async
-
-    key = await sync_to_async(_idle_session)(engine, clinician)
+@pytest.mark.parametrize("patient_data", [True, False])
+async def test_two_async_requests_after_max_inactive_end_the_session_once(
+    engine, clinician, patient_data
+):
+    key = await sync_to_async(_idle_session)(engine, clinician, patient_data)
     first, second = _loaded_request(engine, key), _loaded_request(engine, key)
     await first.session.aitems()
     await second.session.aitems()
@@ -183,8 +201,6 @@ def test_a_cleanup_of_a_session_removed_meanwhile_logs_the_request_out(engine, k
     if kind == "sync":
         assert cleanup.clear_patient_session_data(request) == 0
     else:
-        from asgiref.sync import async_to_sync
-
         assert async_to_sync(cleanup.aclear_patient_session_data)(request) == 0
     assert not request.user.is_authenticated
     assert not CleanupEvent.objects.exists()
@@ -195,6 +211,16 @@ def test_a_cleanup_of_a_session_removed_meanwhile_logs_the_request_out(engine, k
 
 def test_a_login_stamps_its_time_and_a_ref(logged_in):
     meta = logged_in.stored()[META_KEY]
+    assert time.time() - meta["login"] < 5
+    assert len(meta["ref"]) == 32
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_async_login_stamps_its_time_and_a_ref(engine, clinician):
+    request = RequestFactory().get("/")
+    request.session = engine.SessionStore()
+    await alogin(request, clinician, backend="django.contrib.auth.backends.ModelBackend")
+    meta = await request.session.aget(META_KEY)
     assert time.time() - meta["login"] < 5
     assert len(meta["ref"]) == 32
 
@@ -320,25 +346,9 @@ def test_a_preference_saved_during_a_request_path_cleanup_survives(kind, clinici
     tab_one = _signed_in(kind, clinician)
     tab_two = Driver(kind)
     tab_two.client.cookies = tab_one.client.cookies
-    test_urls.SLOW_LOADED.clear()
-    test_urls.SLOW_RELEASE.clear()
-    result = {}
-
-    def slow_request():
-        try:
-            path = "/_test/slow-clear/" if kind == "sync" else "/_test/aslow-clear/"
-            result["r"] = tab_one.get(path)
-        finally:
-            connections.close_all()
-
-    slow = threading.Thread(target=slow_request)
-    slow.start()
-    try:
-        assert test_urls.SLOW_LOADED.wait(timeout=10)
+    path = "/_test/slow-clear/" if kind == "sync" else "/_test/aslow-clear/"
+    with test_urls.slow_request(tab_one, path) as result:
         assert tab_two.get("/_test/note/?value=dark").status_code == 200
-    finally:
-        test_urls.SLOW_RELEASE.set()
-        slow.join(timeout=20)
     assert result["r"].status_code == 200
     stored = tab_one.stored()
     assert stored["note"] == "dark"
@@ -379,3 +389,13 @@ def test_a_removed_row_behind_a_stale_cache_copy_answers_without_error(clinician
         response = browser.get(STATUS)
         assert response.status_code == 200
         assert response.json()["has_patient_data"] is False
+
+
+def test_a_login_without_a_stamp_gets_one_at_its_next_activity(logged_in):
+    store = import_module(settings.SESSION_ENGINE).SessionStore(logged_in.session_key)
+    data = store.load()
+    data[META_KEY] = {"ref": data[META_KEY]["ref"], "seen": time.time() - 20}  # an older login
+    store._session_cache = data
+    store.save()
+    logged_in.get("/_test/plain/")
+    assert time.time() - logged_in.stored()[META_KEY]["login"] < 5

@@ -141,3 +141,25 @@ def test_two_daphne_workers_share_one_socket_and_stop_on_sigterm(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_file_sessions_start_on_a_fresh_folder(no_serving, tmp_path):
+    """Issue 9, item 20: a fresh NCP_VAR_DIR has no sessions/ folder yet."""
+    from patient_data.sessions.file import SessionStore
+
+    folder = tmp_path / "sessions"
+    engine = "patient_data.sessions.file"
+    with override_settings(SESSION_ENGINE=engine, SESSION_FILE_PATH=str(folder)):
+        previous = SessionStore.__dict__.get("_storage_path")
+        if previous is not None:
+            del SessionStore._storage_path  # checked again in this configuration
+        try:
+            out = io.StringIO()
+            assert startup_with_cleanup.main(["--port", str(free_port())], out=out) == 0
+        finally:
+            del SessionStore._storage_path
+            if previous is not None:
+                SessionStore._storage_path = previous
+    assert folder.is_dir()
+    assert no_serving == [1]

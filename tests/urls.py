@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.contrib.auth import SESSION_KEY, alogout, logout
+from django.db import connections
 from django.http import HttpResponse, JsonResponse
 from django.urls import include, path
 
@@ -16,6 +19,30 @@ from patient_data.decorators import passive_activity, patient_data_page
 #: Set by tests around the slow view: it loads the session, waits, then writes a note.
 SLOW_LOADED = threading.Event()
 SLOW_RELEASE = threading.Event()
+
+
+@contextmanager
+def slow_request(browser, path: str) -> Iterator[dict]:
+    """Runs the slow view at ``path`` for ``browser`` in a thread; the block runs while that
+    request holds its loaded session. Afterwards ``result["r"]`` is its response."""
+    SLOW_LOADED.clear()
+    SLOW_RELEASE.clear()
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["r"] = browser.get(path)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert SLOW_LOADED.wait(timeout=10)
+        yield result
+    finally:
+        SLOW_RELEASE.set()
+        thread.join(timeout=20)
 
 
 async def store_view(request):

@@ -45,6 +45,12 @@ class GuardedSessionMixin:
         data = fresh.load()
         return data if fresh.session_key == self.session_key else None
 
+    async def astored_blob(self) -> dict[str, Any] | None:
+        """Async twin of :meth:`stored_blob`."""
+        fresh = self.__class__(self.session_key)
+        data = await fresh.aload()
+        return data if fresh.session_key == self.session_key else None
+
     def _gone_unloaded(self, loaded: bool, key: str | None) -> bool:
         # Django's engines raise UpdateError when a session that was never loaded is saved
         # after its stored form went away (SessionMiddleware: SessionInterrupted). Reading it

@@ -16,3 +16,7 @@ class SessionStore(GuardedSessionMixin, DjangoSessionStore):
         # The row, not a cached copy: a local-memory cache is per process and may be stale.
         found = self.__class__(self.session_key)._get_session_from_db()
         return self.decode(found.session_data) if found else None
+
+    async def astored_blob(self) -> dict[str, Any] | None:
+        found = await self.__class__(self.session_key)._aget_session_from_db()
+        return self.decode(found.session_data) if found else None

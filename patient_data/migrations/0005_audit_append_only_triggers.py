@@ -48,7 +48,7 @@ def _run(statements_by_vendor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("patient_data", "0003_audit_client_hint")]
+    dependencies = [("patient_data", "0004_audit_hash_chain")]
 
     operations = [
         migrations.RunPython(

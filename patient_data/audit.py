@@ -76,6 +76,7 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
     prepared_keys: dict[tuple[str, ...], object] = {}
     postgresql = connection.vendor == "postgresql"
     head = ""
+    hashed_time = audit_chain.timestamp(now)
 
     def values(cleanup: Cleanup) -> dict:
         nonlocal head
@@ -83,7 +84,7 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
         head = audit_chain.row_hash(
             prev_hash,
             {
-                "created_at": now,
+                "created_at": hashed_time,
                 "action": str(cleanup.action),
                 "reason": cleanup.reason,
                 "source": cleanup.source,

@@ -142,13 +142,28 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def server_command(fd: int) -> list[str]:
+    """One worker: daphne with the project's access log (``ncp_asgi.server``) on socket ``fd``.
+
+    Behind the TLS proxy (``BEHIND_TLS_PROXY``) the client address is the one the proxy puts
+    in X-Forwarded-For, so the per-address limits (sign-in lockout, cleanup rate limit) count
+    clients, not the proxy. The proxy must set that header, not append to it.
+    """
+    from django.conf import settings
+
+    command = [sys.executable, "-m", "ncp_asgi.server", "--fd", str(fd)]
+    if settings.SECURE_PROXY_SSL_HEADER:
+        command.append("--proxy-headers")
+    return [*command, APPLICATION]
+
+
 def serve(sock: socket.socket, workers: int) -> int:
     """Run ``workers`` daphne children on ``sock`` until a signal or a child's death.
 
     Returns 0 after SIGTERM/SIGINT, 1 when a child ended on its own (the others are stopped).
     """
     fd = sock.fileno()
-    command = [sys.executable, "-m", "ncp_asgi.server", "--fd", str(fd), APPLICATION]
+    command = server_command(fd)
     env = {**os.environ, "NCP_WORKERS": str(workers)}
     children = [subprocess.Popen(command, pass_fds=(fd,), env=env) for _ in range(workers)]  # noqa: S603 - fixed argv
     stopping = []

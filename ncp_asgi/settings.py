@@ -34,10 +34,16 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY and DEBUG:
     SECRET_KEY = local_secret_key(VAR_DIR / "secret_key")
-if not DEBUG and len(SECRET_KEY) < 50:
+# Published keys: the development key this repository once shipped, and Django's placeholder.
+PUBLIC_SECRET_KEYS = ("dev-only-insecure-key-do-not-use-in-production-0123456789abcdef",)
+if not DEBUG and (
+    len(SECRET_KEY) < 50
+    or SECRET_KEY in PUBLIC_SECRET_KEYS
+    or SECRET_KEY.startswith("django-insecure")
+):
     raise ImproperlyConfigured(
-        "DEBUG is off (the default): set SECRET_KEY (at least 50 random characters) in the "
-        "environment, or DEBUG=1 for local development."
+        "DEBUG is off (the default): set SECRET_KEY (at least 50 random characters, never a "
+        "published development key) in the environment, or DEBUG=1 for local development."
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])

@@ -6,9 +6,11 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from patient_data import audit_chain
 from patient_data.batches import batched
 from patient_data.models import CleanupEvent
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 def _row(cleanup: Cleanup) -> CleanupEvent:
     return CleanupEvent(
+        created_at=timezone.now(),
         action=cleanup.action,
         reason=cleanup.reason,
         source=cleanup.source,
@@ -29,16 +32,26 @@ def _row(cleanup: Cleanup) -> CleanupEvent:
     )
 
 
+def _chained(row: CleanupEvent, prev_hash: str) -> CleanupEvent:
+    row.prev_hash = prev_hash
+    row.row_hash = audit_chain.row_hash(
+        prev_hash, {name: getattr(row, name) for name in audit_chain.FIELDS}
+    )
+    return row
+
+
 def record(cleanup: Cleanup) -> CleanupEvent:
-    row = _row(cleanup)
-    row.save()
+    using = router.db_for_write(CleanupEvent)
+    with transaction.atomic(using=using):
+        row = _chained(_row(cleanup), audit_chain.lock_and_read_head(using))
+        row.save(using=using)
     return row
 
 
 async def arecord(cleanup: Cleanup) -> CleanupEvent:
-    row = _row(cleanup)
-    await row.asave()
-    return row
+    # The chain needs a transaction (lock, read the head, insert): Django's async ORM has
+    # none, and asave() would hop to the sync thread all the same.
+    return await sync_to_async(record)(cleanup)
 
 
 def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
@@ -57,12 +70,31 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     column = {name: meta.get_field(name).column for name in names}
-    created = meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+    now = timezone.now()
+    created = meta.get_field("created_at").get_db_prep_save(now, connection)
     keys_field = meta.get_field("keys")
     prepared_keys: dict[tuple[str, ...], object] = {}
     postgresql = connection.vendor == "postgresql"
+    head = ""
+    hashed_time = audit_chain.timestamp(now)
 
     def values(cleanup: Cleanup) -> dict:
+        nonlocal head
+        prev_hash = head
+        head = audit_chain.row_hash(
+            prev_hash,
+            {
+                "created_at": hashed_time,
+                "action": str(cleanup.action),
+                "reason": cleanup.reason,
+                "source": cleanup.source,
+                "client_hint": cleanup.client_hint,
+                "actor_id": cleanup.actor_id,
+                "session_ref": cleanup.session_ref,
+                "items_cleared": cleanup.items_cleared,
+                "keys": cleanup.keys,
+            },
+        )
         if postgresql:
             keys: object = list(cleanup.keys)
         elif (keys := prepared_keys.get(cleanup.keys)) is None:
@@ -78,14 +110,17 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
             column["items_cleared"]: cleanup.items_cleared,
             column["keys"]: keys,
             column["client_hint"]: cleanup.client_hint,
+            column["prev_hash"]: prev_hash,
+            column["row_hash"]: head,
         }
 
     rest = [column[name] for name in names if name != "created_at"]
     selected = ", ".join(quote(name) for name in rest)
     insert = f"INSERT INTO {table} ({quote(column['created_at'])}, {selected})"
     if postgresql:
-        rows_from = f"json_populate_recordset(NULL::{table}, %s::json)"
-        sql = f"{insert} SELECT %s, {selected} FROM {rows_from}"  # noqa: S608 - model names
+        # In the batch's order: ids follow the chain.
+        rows_from = f"json_populate_recordset(NULL::{table}, %s::json) WITH ORDINALITY AS r"
+        sql = f"{insert} SELECT %s, {selected} FROM {rows_from} ORDER BY r.ordinality"  # noqa: S608 - model names
     else:
         placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
         limit = connection.features.max_query_params
@@ -94,6 +129,7 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
 
     written = 0
     with transaction.atomic(using=using), connection.cursor() as cursor:
+        head = audit_chain.lock_and_read_head(using)
         for batch in batched(cleanups, batch_size):
             rows = [values(cleanup) for cleanup in batch]
             if postgresql:

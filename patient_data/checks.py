@@ -264,7 +264,7 @@ def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
         errors.append(
             Error(
                 "PATIENT_CLEANUP_RATE_WINDOW must be a positive number of seconds.",
-                id="patient_data.E020",
+                id="patient_data.E040",
             )
         )
     for name in ("PATIENT_CLEANUP_RATE_PER_SESSION", "PATIENT_CLEANUP_RATE_PER_ADDRESS"):
@@ -273,7 +273,7 @@ def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
             errors.append(
                 Error(
                     f"{name} must be a whole number >= 0 (0 turns the limit off).",
-                    id="patient_data.E021",
+                    id="patient_data.E041",
                 )
             )
     return errors

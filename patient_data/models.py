@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 class AppendOnlyError(PermissionError):
@@ -39,7 +40,8 @@ class CleanupEvent(models.Model):
 
     # Reviews select by time (and per session); reason and source are few values that are
     # totalled, not searched, so they carry no index of their own: cheaper bulk inserts.
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by the writer (patient_data.audit), which hashes it into the chain before the insert.
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     action = models.CharField(max_length=32, choices=Action.choices)
     reason = models.CharField(max_length=64)
     source = models.CharField(max_length=32)
@@ -55,6 +57,15 @@ class CleanupEvent(models.Model):
         blank=True,
         choices=ClientHint.choices,
         help_text="The trigger the client claimed (X-Cleanup-Trigger); source is the server's.",
+    )
+
+    prev_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    row_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="SHA-256 over prev_hash and this row (patient_data.audit_chain).",
     )
 
     objects = CleanupEventQuerySet.as_manager()

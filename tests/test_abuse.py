@@ -85,9 +85,9 @@ def test_an_unreachable_cache_skips_the_limit_and_serves(logged_in, monkeypatch)
 @pytest.mark.parametrize(
     ("overrides", "check_id"),
     [
-        ({"PATIENT_CLEANUP_RATE_WINDOW": 0}, "patient_data.E020"),
-        ({"PATIENT_CLEANUP_RATE_PER_SESSION": -1}, "patient_data.E021"),
-        ({"PATIENT_CLEANUP_RATE_PER_ADDRESS": 2.5}, "patient_data.E021"),
+        ({"PATIENT_CLEANUP_RATE_WINDOW": 0}, "patient_data.E040"),
+        ({"PATIENT_CLEANUP_RATE_PER_SESSION": -1}, "patient_data.E041"),
+        ({"PATIENT_CLEANUP_RATE_PER_ADDRESS": 2.5}, "patient_data.E041"),
     ],
 )
 def test_unusable_rate_limits_are_refused_at_start_up(overrides, check_id):

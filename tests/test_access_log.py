@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import startup_with_cleanup
 from ncp_asgi.server import entry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +89,12 @@ def test_the_served_portal_logs_json_lines_without_query_strings(tmp_path):
     records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     served = [r for r in records if r["path"] == "/_test/plain/"]
     assert served and served[0]["status"] == 200 and served[0]["query_redacted"] is True
+
+
+def test_workers_run_the_access_logged_server_and_trust_the_proxy_only_behind_one(settings):
+    settings.SECURE_PROXY_SSL_HEADER = None
+    command = startup_with_cleanup.server_command(7)
+    assert command[1:5] == ["-m", "ncp_asgi.server", "--fd", "7"]
+    assert "--proxy-headers" not in command
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert "--proxy-headers" in startup_with_cleanup.server_command(7)

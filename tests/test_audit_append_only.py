@@ -109,9 +109,7 @@ def _triggers(cursor) -> set[str]:
 
 
 def _expected_triggers() -> set[str]:
-    if connection.vendor == "postgresql":
-        return {"patient_data_audit_no_change", "patient_data_audit_no_truncate"}
-    return {"patient_data_audit_no_update", "patient_data_audit_no_delete"}
+    return set(append_only.TRIGGERS[connection.vendor])
 
 
 def _no_unlock(using: str = "default"):

@@ -1,41 +1,35 @@
 """Malformed or out-of-range command input: one line on stderr, exit 2, nothing touched.
 
-Run as an operator runs them (``manage.py`` in a process of its own) against a database that
-has no tables: a command that reached the database before refusing would fail with a
-traceback instead, so the refusal is proven to come before anything is read or changed.
+Each command runs the way ``manage.py`` runs it (``run_from_argv``: the exit code and the
+message an operator sees) with no database query allowed: the refusal comes before anything
+is read or changed.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from django.core.management import get_commands, load_command_class
+from django.db import connection
 
 import startup_with_cleanup
 
-ROOT = Path(__file__).resolve().parent.parent
+
+@pytest.fixture
+def quiet_database(db, django_assert_num_queries):
+    """No query allowed, after the one-off probe of the database's features that the system
+    checks (run by every command) make at first use."""
+    assert connection.features.supports_json_field is not None
+    return django_assert_num_queries(0)
 
 
-def _manage(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        NCP_VAR_DIR=str(tmp_path),
-        DEBUG="0",
-        SECRET_KEY="command-input-tests-" + "k" * 40,
-        SESSION_ENGINE="patient_data.sessions.db",
-    )
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(*argv: str) -> int:
+    name = argv[0]
+    command = load_command_class(get_commands()[name], name)
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(["manage.py", *argv])
+    return exited.value.code
 
 
 @pytest.mark.parametrize(
@@ -52,13 +46,15 @@ def _manage(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         (["startup_cleanup_patient_sessions", "--force", "--older-than-hours", "-1"], "hours"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2_before_anything_is_touched(tmp_path, args, message):
-    result = _manage(tmp_path, *args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert message in result.stderr
-    assert result.stdout == ""
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_touched(
+    args, message, capsys, quiet_database
+):
+    with quiet_database:
+        assert _run(*args) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("CommandError: ") and message in err
+    assert out == ""
     assert not Path("/nonexistent-folder").exists()
 
 

@@ -78,11 +78,20 @@ def _settings(names: str, env: dict[str, str]) -> list[str]:
     return result.stdout.split()
 
 
-def test_production_refuses_a_missing_or_short_secret(tmp_path):
-    for env in ({"DEBUG": "0"}, {"DEBUG": "0", "SECRET_KEY": "short"}):
-        result = _manage("check", env={**env, "NCP_VAR_DIR": str(tmp_path)})
-        assert result.returncode != 0
-        assert "set SECRET_KEY (at least 50 random characters)" in result.stderr
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        "short",
+        "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef",
+        "django-insecure-" + "x" * 50,
+    ],
+)
+def test_production_refuses_a_missing_short_or_published_secret(tmp_path, key):
+    env = {"DEBUG": "0", "NCP_VAR_DIR": str(tmp_path)}
+    result = _manage("check", env={**env, "SECRET_KEY": key} if key else env)
+    assert result.returncode != 0
+    assert "set SECRET_KEY (at least 50 random characters" in result.stderr
 
 
 def test_nothing_set_means_production_and_the_server_refuses_to_start(tmp_path):

@@ -1,4 +1,4 @@
-"""Joins the migrations written side by side for the index, ended sessions and the audit."""
+"""Joins the migrations written side by side: the session index, ended sessions, the audit."""
 
 from django.db import migrations
 
@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("patient_data", "0003_ended_sessions"),
         ("patient_data", "0003_session_index"),
-        ("patient_data", "0004_audit_append_only_triggers"),
+        ("patient_data", "0005_audit_hash_chain"),
     ]
 
     operations = []

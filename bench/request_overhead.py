@@ -296,7 +296,6 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
 
     from bench import settings_without_patient_middleware as baseline_settings
     from patient_data.models import DemoPatient
-    from patient_data.refs import patient_ref
 
     # The handler builds its middleware chain once, when it is created.
     apps = {"full": ASGIHandler()}
@@ -315,7 +314,8 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
         client.post("/patients/", {"patient_id": patient.patient_id})  # the search comes first
         session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
         cookie = f"{settings.SESSION_COOKIE_NAME}={session_key}"
-        scopes[label] = asgi_scope(f"/patients/{patient_ref(patient.patient_id)}/", cookie)
+        ref = client.session["patient_search_results"][0]["ref"]  # random per search
+        scopes[label] = asgi_scope(f"/patients/{ref}/", cookie)
 
     async def repeat(label: str, count: int) -> None:
         for _ in range(count):

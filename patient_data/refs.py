@@ -10,7 +10,6 @@ from patient_data.conf import conf
 
 REF_LENGTH = 32
 KEY_SALT = "patient_data.session_ref"
-PATIENT_SALT = "patient_data.patient_ref"
 
 
 @lru_cache(maxsize=8)
@@ -35,12 +34,6 @@ def session_ref(session_key: str | None) -> str:
     if not session_key:
         return "-"
     return _keyed(KEY_SALT, session_key)
-
-
-def patient_ref(patient_id: str) -> str:
-    """An opaque reference to a patient for URLs: identifiers never reach a URL, and with it
-    no access log, proxy log or browser history (ASVS 14.2.1)."""
-    return _keyed(PATIENT_SALT, patient_id)
 
 
 def address_ref(address: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from io import StringIO
 
 import pytest
@@ -10,7 +11,6 @@ from django.core.management import call_command
 from django.test import AsyncClient, Client
 
 from patient_data.models import CleanupEvent, DemoPatient
-from patient_data.refs import patient_ref
 from patient_data.registry import META_KEY, get_registry
 from tests.conftest import sign_in_request
 
@@ -44,14 +44,26 @@ def patient_keys(session) -> set[str]:
     return set(get_registry().patient_keys(list(session.keys())))
 
 
-def summary_url(patient: DemoPatient) -> str:
-    return f"/patients/{patient_ref(patient.patient_id)}/"
+def found_ids(session) -> list[str]:
+    return [entry["patient_id"] for entry in session["patient_search_results"]]
+
+
+def link_in(results: list[dict], patient: DemoPatient) -> str:
+    """The link the last search gave ``patient``, or one to an unknown reference."""
+    for entry in results or ():
+        if entry["patient_id"] == patient.patient_id:
+            return f"/patients/{entry['ref']}/"
+    return f"/patients/{secrets.token_hex(16)}/"
+
+
+def summary_url(client: Client, patient: DemoPatient) -> str:
+    return link_in(client.session.get("patient_search_results"), patient)
 
 
 def open_patient(client: Client, patient: DemoPatient):
     """What a clinician does: search for the patient, then open the result."""
     client.post("/patients/", {"patient_id": patient.patient_id})
-    return client.get(summary_url(patient))
+    return client.get(summary_url(client, patient))
 
 
 @pytest.mark.parametrize("path", ["/patients/", "/patients/0123456789abcdef0123456789abcdef/"])
@@ -92,7 +104,7 @@ def test_search_stores_the_form_and_the_results_under_registered_keys(
         "patient_id": patient.patient_id,
         "country": "",
     }
-    assert session["patient_search_results"] == [patient.patient_id]
+    assert found_ids(session) == [patient.patient_id]
     assert patient_keys(session) == {"prefill_search_form", "patient_search_results"}
     assert session[META_KEY]["since"] is not None
 
@@ -103,7 +115,7 @@ def test_search_by_name_and_country_matches_every_word(
     name = f"{patient.given_name} {patient.family_name}"
     signed_in.post("/patients/", {"name": name.upper(), "country": patient.country})
 
-    found = signed_in.session["patient_search_results"]
+    found = found_ids(signed_in.session)
     expected = DemoPatient.objects.filter(
         given_name=patient.given_name, family_name=patient.family_name, country=patient.country
     )
@@ -118,14 +130,14 @@ def test_search_page_shows_the_last_search_from_the_session(
     response = signed_in.get("/patients/")
 
     assert f'value="{patient.patient_id}"' in response.text
-    assert f'href="{summary_url(patient)}"' in response.text
+    assert f'href="{summary_url(signed_in, patient)}"' in response.text
 
 
 def test_no_identifier_ever_stands_in_a_url(signed_in: Client, patient: DemoPatient) -> None:
     """Search terms go in a POST body, results link to opaque references (ASVS 14.2.1)."""
     page = signed_in.post("/patients/", {"patient_id": patient.patient_id}, follow=True).text
     hrefs = re.findall(r'href="([^"]*)"', page)
-    assert summary_url(patient) in hrefs
+    assert summary_url(signed_in, patient) in hrefs
     assert not [href for href in hrefs if patient.patient_id in href or "?" in href]
     assert '<form method="post"' in page
 
@@ -164,7 +176,7 @@ def test_summary_stores_several_registered_keys_and_sends_patient_page_headers(
 def test_unknown_reference_is_404_and_stores_nothing(
     signed_in: Client, patient: DemoPatient
 ) -> None:
-    response = signed_in.get(f"/patients/{patient_ref('SYN-XX-999999')}/")
+    response = signed_in.get(f"/patients/{secrets.token_hex(16)}/")
 
     assert response.status_code == 404
     assert patient_keys(signed_in.session) == set()
@@ -176,8 +188,8 @@ def test_only_patients_of_the_own_last_search_can_be_opened(
     other = DemoPatient.objects.exclude(pk=patient.pk).first()
     signed_in.post("/patients/", {"patient_id": patient.patient_id})
 
-    assert signed_in.get(summary_url(other)).status_code == 404
-    assert signed_in.get(summary_url(patient)).status_code == 200
+    assert signed_in.get(summary_url(signed_in, other)).status_code == 404
+    assert signed_in.get(summary_url(signed_in, patient)).status_code == 200
 
 
 def test_logout_clears_the_patient_data_and_records_it(
@@ -204,13 +216,16 @@ async def test_async_client_flow_search_summary_logout(patient: DemoPatient) -> 
     assert await client.alogin(request=sign_in_request(), username="clinician", password=PASSWORD)
 
     search = await client.post("/patients/", {"country": patient.country})
-    summary = await client.get(summary_url(patient))
+    results = await (await client.asession()).aget("patient_search_results")
+    summary = await client.get(link_in(results, patient))
     session = await client.asession()
     keys = set(get_registry().patient_keys(list(await session.akeys())))
     logout = await client.post("/accounts/logout/")
 
     assert (search.status_code, summary.status_code) == (302, 200)
-    assert patient.patient_id in (await session.aget("patient_search_results"))
+    assert patient.patient_id in [
+        e["patient_id"] for e in await session.aget("patient_search_results")
+    ]
     assert keys == SUMMARY_KEYS | {
         "prefill_search_form",
         "patient_search_results",
@@ -220,3 +235,22 @@ async def test_async_client_flow_search_summary_logout(patient: DemoPatient) -> 
     assert logout.status_code == 302
     event = await CleanupEvent.objects.aget(reason="logout")
     assert event.items_cleared == len(keys)
+
+
+def test_references_are_random_per_search_and_per_clinician(
+    signed_in: Client, patient: DemoPatient
+) -> None:
+    """Not a function of the patient ID (ASVS 14.2.1; issue #9 item 12): access logs cannot link
+    two views of one patient, and a reference cannot be computed from an identifier."""
+    signed_in.post("/patients/", {"patient_id": patient.patient_id})
+    first = summary_url(signed_in, patient)
+    signed_in.post("/patients/", {"patient_id": patient.patient_id})
+    second = summary_url(signed_in, patient)
+    other = Client()
+    assert other.login(request=sign_in_request(), username="staff", password=PASSWORD)
+    other.post("/patients/", {"patient_id": patient.patient_id})
+
+    assert len({first, second, summary_url(other, patient)}) == 3
+    assert signed_in.get(first).status_code == 404  # an older search's link is void
+    assert signed_in.get(second).status_code == 200
+    assert other.get(second).status_code == 404  # another clinician's link opens nothing

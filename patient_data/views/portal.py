@@ -7,6 +7,7 @@ so a cleanup really takes it off the page.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -18,9 +19,9 @@ from patient_data import patient_session
 from patient_data.decorators import patient_data_page
 from patient_data.forms import PatientSearchForm
 from patient_data.models import DemoPatient
-from patient_data.refs import patient_ref
 
 SEARCH_LIMIT = 50
+ENTRY_KEYS = frozenset({"ref", "patient_id"})
 #: The navbar links the staff dashboard for those who may watch it (``monitor.auth``).
 MONITOR_PERMISSION = "patient_data.view_session_monitor"
 CDA_PREFIX = "patient_cda_"
@@ -68,26 +69,46 @@ async def patient_search(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = PatientSearchForm(request.POST)
         if form.is_valid():
-            ids = [p.patient_id async for p in _matching(form.cleaned_data)[:SEARCH_LIMIT]]
+            found = [p.patient_id async for p in _matching(form.cleaned_data)[:SEARCH_LIMIT]]
             await patient_session.astore(request, "prefill_search_form", form.cleaned_data)
-            await patient_session.astore(request, "patient_search_results", ids)
+            await patient_session.astore(request, "patient_search_results", _referenced(found))
             return redirect("portal:patient_search")
-        status, ids = 400, None
+        status, entries = 400, None
     else:
         form = PatientSearchForm(initial=await request.session.aget("prefill_search_form"))
-        status, ids = 200, await request.session.aget("patient_search_results")
-    results = await _patients_in_order(ids) if ids is not None else None
-    for found in results or ():
-        found.ref = patient_ref(found.patient_id)
+        status, entries = 200, _entries(await request.session.aget("patient_search_results"))
+    results = None
+    if entries is not None:
+        refs = {entry["patient_id"]: entry["ref"] for entry in entries}
+        results = await _patients_in_order(list(refs))
+        for patient in results:
+            patient.ref = refs[patient.patient_id]
     context = {"form": form, "results": results, "limit": SEARCH_LIMIT}
     return await arender(request, "patient_data/patient_search.html", context, status=status)
 
 
+def _referenced(patient_ids: list[str]) -> list[dict[str, str]]:
+    """The results of one search, each under a random reference of its own.
+
+    Issued per search and kept in the clinician's session: the same patient gets another
+    reference in another search or another clinician's, so access logs cannot link views of
+    one patient, and no reference can be computed from an identifier.
+    """
+    return [{"ref": secrets.token_hex(16), "patient_id": pid} for pid in patient_ids]
+
+
+def _entries(stored: Any) -> list[dict[str, str]] | None:
+    """The last search's results as stored (None when there was none)."""
+    if stored is None:
+        return None
+    return [entry for entry in stored if isinstance(entry, dict) and entry.keys() >= ENTRY_KEYS]
+
+
 async def _from_last_search(request: HttpRequest, ref: str) -> DemoPatient:
     """The patient behind ``ref`` among the clinician's own last search results (else 404)."""
-    for patient_id in await request.session.aget("patient_search_results") or ():
-        if patient_ref(patient_id) == ref:
-            return await aget_object_or_404(DemoPatient, patient_id=patient_id)
+    for entry in _entries(await request.session.aget("patient_search_results")) or ():
+        if secrets.compare_digest(entry["ref"], ref):
+            return await aget_object_or_404(DemoPatient, patient_id=entry["patient_id"])
     raise Http404("No such patient in your last search.")
 
 

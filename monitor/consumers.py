@@ -54,7 +54,7 @@ def presence_frame(event: dict[str, Any]) -> str:
 class _LiveSocket(AsyncWebsocketConsumer):
     """What both sockets share: frame intake with the rate limit, one answer per command."""
 
-    commands: frozenset[str] = frozenset()
+    command_types: frozenset[str] = frozenset()
     staff = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -104,7 +104,7 @@ class _LiveSocket(AsyncWebsocketConsumer):
             return await self.push(protocol.error_frame("rate_limited"))
         command = None
         try:
-            command = protocol.parse(text_data, bytes_data, self.commands, staff=self.staff)
+            command = protocol.parse(text_data, bytes_data, self.command_types, staff=self.staff)
             answer = await self.run(command)
         except protocol.ProtocolError as error:
             if error.code in BAD_FRAMES and self.limit.bad():
@@ -127,7 +127,7 @@ class _LiveSocket(AsyncWebsocketConsumer):
 class PatientSessionConsumer(_LiveSocket):
     """``/ws/patient-session/``: the signed-in user's own session, in every tab."""
 
-    commands = protocol.SESSION_COMMANDS
+    command_types = protocol.SESSION_COMMANDS
 
     async def connect(self) -> None:
         await aclose_old_connections()
@@ -175,7 +175,7 @@ class PatientSessionConsumer(_LiveSocket):
 class MonitorConsumer(_LiveSocket):
     """``/ws/monitor/``: the staff dashboard, every session's events and a snapshot."""
 
-    commands = protocol.STAFF_COMMANDS
+    command_types = protocol.STAFF_COMMANDS
     staff = True
 
     async def connect(self) -> None:

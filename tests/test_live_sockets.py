@@ -10,9 +10,11 @@ from django.contrib.auth import get_user_model
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
 from tests.live_support import (
+    SESSION_KEYS,
     Socket,
     monitor_socket,
     rewrite,
+    scan,
     scanned_frames,  # noqa: F401 - fixture
     session_key,
     session_socket,
@@ -235,3 +237,13 @@ async def test_the_monitor_follows_activity_and_tabs_of_every_session(clinician)
     await page.close()
     assert (await monitor.expect("presence.changed"))["open_tabs"] == 0
     await monitor.close()
+
+
+def test_the_frame_scan_catches_a_patient_value_and_a_session_key():
+    SESSION_KEYS.add("k" * 32)
+    with pytest.raises(AssertionError):
+        scan('{"v": 1, "note": "SYN-XX-000001"}')
+    with pytest.raises(AssertionError):
+        scan('{"v": 1, "session": "' + "k" * 32 + '"}')
+    SESSION_KEYS.discard("k" * 32)
+    scan('{"v": 1, "keys": ["patient_cda_*"]}')

@@ -132,6 +132,12 @@ class Settings:
         """How many server processes share the channel layer (set by startup_with_cleanup)."""
         return getattr(settings, "NCP_WORKERS", 1)
 
+    @cached_property
+    def PATIENT_HIDDEN_TIMEOUT(self) -> float:
+        """Seconds a hidden tab may stay hidden before the page clears the patient data
+        (reason ``tab_hidden``); 0 turns it off."""
+        return getattr(settings, "PATIENT_HIDDEN_TIMEOUT", 0)
+
 
 conf = Settings()
 

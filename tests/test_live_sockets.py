@@ -54,6 +54,7 @@ async def test_the_page_first_gets_its_session_state_without_values(clinician):
     assert state["open_tabs"] == 1
     assert 0 < state["idle_seconds_left"] <= state["timeout_seconds"]
     assert state["absolute_seconds_left"] > 0 and state["session_seconds_left"] > 0
+    assert (state["warning_seconds"], state["hidden_timeout_seconds"]) == (60, 0)
     await socket.close()
 
 

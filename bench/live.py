@@ -194,7 +194,10 @@ def start_daphne(env: dict[str, str], application: str, log: Path) -> Server:
     import socket
 
     port = free_port()
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application]
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    # daphne drops a handshake not accepted within 5 s; on a loaded 2-core machine the
+    # queue of handshakes behind the one sync thread can take longer.
+    command += ["--websocket_connect_timeout", "60", application]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     deadline = time.monotonic() + 60

@@ -44,6 +44,16 @@ def unregister(socket: Any) -> None:
     _sockets.discard(socket)
 
 
+async def astop() -> None:
+    """Stop this process's listener (it restarts with the next socket): a receive left
+    pending on a finished event loop would hold channels-redis' receive lock for good."""
+    global _listener
+    if _listener is not None and not _listener.done():
+        _listener.cancel()
+        await asyncio.gather(_listener, return_exceptions=True)
+    _listener = None
+
+
 async def deliver(message: dict[str, Any]) -> None:
     """Hand one batch to the sockets of this process."""
     for event in message.get("events", ()):

@@ -111,7 +111,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # redis-py's pool raises at once when its 100 connections are in use: a
+                # thousand sockets closing together need more (TRAPS.md, bench/live.py).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
                 "capacity": 1000,
                 "group_expiry": 600,
                 "prefix": os.environ.get("NCP_REDIS_PREFIX", "ncp"),

@@ -24,7 +24,7 @@ from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent
 from patient_data.notices import LAST_CLEANUP_ATTR
 from patient_data.refs import session_ref
-from patient_data.registry import META_KEY, get_registry
+from patient_data.registry import get_registry
 from patient_data.signals import patient_session_cleared
 
 logger = logging.getLogger("patient_data.cleanup")
@@ -324,8 +324,7 @@ async def avoid_client_session(
 ) -> int:
     """Clear a client-side session the server cannot load (it lives in a cookie): a new
     generation voids its patient data when the cookie next comes in; announced as usual."""
-    data = {META_KEY: {"ref": meta_ref}}
-    await sync_to_async(guard.bump_and_save)(data, lambda: None)
+    await sync_to_async(guard.bump)(meta_ref)
     cleanup = Cleanup(
         CleanupEvent.Action.CLEAR_PATIENT_DATA,
         reason,

@@ -8,6 +8,7 @@ import pytest
 from django.test import override_settings
 
 from monitor import protocol
+from patient_data import cleanup
 from tests.live_support import (
     monitor_socket,
     scanned_frames,  # noqa: F401 - fixture
@@ -91,3 +92,17 @@ def test_the_rate_limit_window_starts_again():
     assert [limit.hit(0.0), limit.hit(1.0), limit.hit(2.0)] == ["ok", "ok", "limited"]
     assert [limit.hit(3.0), limit.hit(4.0)] == ["limited", "violation"]
     assert limit.hit(10.5) == "ok"
+
+
+async def test_a_failing_command_answers_failed_without_internals(clinician, monkeypatch):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("SYNTH-secret internals")
+
+    monkeypatch.setattr(cleanup, "aclear_patient_session_data", broken)
+    socket = await session_socket(await signed_in(clinician))
+    await socket.send({"type": "cleanup", "id": "f"})
+    error = await socket.expect("error")
+    assert (error["error"], error["id"]) == ("failed", "f")
+    await socket.send({"type": "status"})
+    assert (await socket.expect("session.state"))["items"] == 3
+    await socket.close()

@@ -113,3 +113,17 @@ async def test_an_epoch_advance_makes_every_open_page_judge_its_session_again(cl
     cleared = await socket.expect("session.cleared")
     assert (cleared["reason"], cleared["source"]) == ("patient_data_epoch_advanced", "socket_timer")
     await socket.close()
+
+
+async def test_two_tabs_share_one_timer_warned_each_and_cleared_once(clinician):
+    client = await signed_in(clinician)
+    await rewrite(client, seen=time.time() - conf.PATIENT_SESSION_TIMEOUT * 60 + 2)
+    first = await _open(client)
+    await first.expect("session.timeout_warning")
+    second = await _open(client)
+    assert (await second.expect("session.timeout_warning"))["reason"] == "patient_session_timeout"
+    for socket in (first, second):
+        assert (await socket.expect("session.cleared"))["source"] == "socket_timer"
+    assert await CleanupEvent.objects.filter(source="socket_timer").acount() == 1
+    await first.close()
+    await second.close()

@@ -24,7 +24,7 @@ from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent
 from patient_data.notices import LAST_CLEANUP_ATTR
 from patient_data.refs import session_ref
-from patient_data.registry import get_registry
+from patient_data.registry import META_KEY, get_registry
 from patient_data.signals import patient_session_cleared
 
 logger = logging.getLogger("patient_data.cleanup")

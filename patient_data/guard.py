@@ -116,18 +116,6 @@ def merged(
     return result
 
 
-def bump_and_save(data: dict[str, Any], save: Callable[[], Any]) -> int:
-    """Start a new generation for the session in ``data`` and persist the (cleaned) blob."""
-    info = session_meta.with_ref(session_meta.read(data))
-    with locked_state(info["ref"]) as state:
-        state.generation += 1
-        data[META_KEY] = session_meta.after_cleanup(info, state.generation)
-        unindexed = indexing.update(state, data, None)
-        state.save(update_fields=["generation", "updated_at", *unindexed])
-        save()
-    return state.generation
-
-
 def bump(ref: str) -> int:
     """Start a new generation for a session that cannot be loaded here (a client-side one):
     its patient data is void wherever a copy turns up; the session leaves the index."""

@@ -54,7 +54,8 @@
     connecting: "connecting",
     live: "live",
     reconnecting: "reconnecting",
-    offline: "offline, checking every 15 s",
+    polling: "checking every 15 s",
+    offline: "offline",
     ended: "signed out",
   };
 
@@ -245,7 +246,8 @@
       setConnection("offline");
       return;
     }
-    setConnection("reconnecting");
+    // A socket that was live is being re-established; one that never opened means offline.
+    setConnection(state.connection === "live" ? "reconnecting" : "offline");
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, state.attempts));
     state.attempts += 1;
     // Full jitter over the upper half: tabs of a restarted server do not return in step.
@@ -384,8 +386,11 @@
         sessionLeft: body.max_inactive_seconds ? body.max_inactive_seconds - idle : null,
         lastActivity: Date.now() - idle * 1000,
       });
+      if (state.connection === "offline" && !setting("socketUrl")) {
+        setConnection("polling");
+      }
     } catch (error) {
-      setConnection(setting("socketUrl") ? state.connection : "offline");
+      setConnection("offline");
       setPart("items", "status unavailable");
     }
   }
@@ -490,21 +495,33 @@
     return FIELD_TAGS.has(element.tagName);
   }
 
+  // What the server rendered counts, not what the clinician is typing into a search field.
+  function renderedValue(el) {
+    if (el.tagName === "SELECT") {
+      return Array.from(el.options).some(function (option) {
+        return option.defaultSelected && option.value !== "";
+      });
+    }
+    return el.defaultValue !== "";
+  }
+
   function showsPatientData() {
     return Array.from(document.querySelectorAll("[data-patient-data]")).some(function (el) {
       if (el.getAttribute("data-patient-data") === CLEARED) {
         return false;
       }
-      return isField(el) ? el.value !== "" : true;
+      return isField(el) ? renderedValue(el) : true;
     });
   }
 
   function blankPatientData(text) {
     const focused = document.activeElement;
-    let focusLost = focused === null || focused === document.body;
+    // Focus on no control (the page or its main region) or inside what is removed is lost.
+    let focusLost = focused === null || focused === document.body || focused.id === "main";
     document.querySelectorAll("[data-patient-data]").forEach(function (el) {
       if (isField(el)) {
         el.value = "";
+        el.defaultValue = "";
         return;
       }
       if (el.contains(focused)) {
@@ -1004,7 +1021,7 @@
       setConnection("connecting");
       connect();
     } else {
-      setConnection("offline");
+      setConnection("polling");
       startPolling();
     }
     state.tickTimer = window.setInterval(render, TICK_INTERVAL_MS);

@@ -164,6 +164,9 @@ def _minutes(name: str, default: int) -> int:
 PATIENT_SESSION_TIMEOUT = _minutes("PATIENT_SESSION_TIMEOUT", 30)
 PATIENT_MAX_INACTIVE_TIME = _minutes("PATIENT_MAX_INACTIVE_TIME", 60)
 PATIENT_SESSION_MAX_AGE = _minutes("PATIENT_SESSION_MAX_AGE", 12 * 60)
+# How many daphne processes serve this deployment (startup_with_cleanup.py --workers sets it):
+# the in-memory channel layer cannot connect several (check patient_data.W005).
+NCP_WORKERS = int(os.environ.get("NCP_WORKERS", "1"))
 
 LOGGING = {
     "version": 1,

@@ -23,7 +23,7 @@ from patient_data import audit, events, guard
 from patient_data.models import CleanupEvent
 from patient_data.notices import LAST_CLEANUP_ATTR
 from patient_data.refs import session_ref
-from patient_data.registry import get_registry
+from patient_data.registry import META_KEY, get_registry
 from patient_data.signals import patient_session_cleared
 
 logger = logging.getLogger("patient_data.cleanup")
@@ -187,6 +187,33 @@ async def aend_session(target: Any, *, reason: str, source: str, actor: Any = No
     return items
 
 
+async def avoid_client_session(
+    meta_ref: str,
+    session_ref: str,
+    keys: tuple[str, ...],
+    items: int,
+    *,
+    reason: str,
+    source: str,
+    actor: Any = None,
+) -> int:
+    """Clear a client-side session the server cannot load (it lives in a cookie): a new
+    generation voids its patient data when the cookie next comes in; announced as usual."""
+    data = {META_KEY: {"ref": meta_ref}}
+    await sync_to_async(guard.bump_and_save)(data, lambda: None)
+    cleanup = Cleanup(
+        CleanupEvent.Action.CLEAR_PATIENT_DATA,
+        reason,
+        source,
+        items,
+        keys,
+        session_ref,
+        _actor_id(None, actor),
+    )
+    await _aannounce(cleanup)
+    return items
+
+
 def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Record a session that was flushed by other code; ``before`` is its earlier content."""
     keys = get_registry().patient_keys(before)
@@ -220,6 +247,7 @@ __all__ = [
     "Cleanup",
     "aclear_patient_session_data",
     "aend_session",
+    "avoid_client_session",
     "clear_patient_session_data",
     "end_session",
     "record_lost",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import sqlite3
@@ -284,6 +285,11 @@ def open_patient(page, index: int = 0) -> str:
     with page.expect_navigation():
         link.click()
     return patient_id
+
+
+def without_socket(page) -> None:
+    """Every socket the page opens is refused: its commands must go over HTTP."""
+    page.route_web_socket(re.compile(r"/ws/"), lambda socket: socket.close(code=1011))
 
 
 def log_in_with_patient(page, username: str = "clinician") -> str:

@@ -644,7 +644,6 @@
     }
     state.connection = "ended";
     announce("Your session has ended.");
-    leaveNotice(detail.reason);
     if (!fromOtherTab) {
       broadcast({ type: "ended", detail: detail });
     }
@@ -949,6 +948,8 @@
     }
     const source = result.type === "reply" ? "socket" : "api";
     onEnded({ reason: "emergency_cleanup", source: source, items_cleared: result.items_cleared });
+    // Set here, after the response: its Clear-Site-Data may have removed the server's copy.
+    leaveNotice("emergency_cleanup");
     window.location.assign(setting("loginUrl"));
     return { success: true, items_cleared: result.items_cleared };
   }

@@ -251,6 +251,19 @@ def page(new_context):
     return new_context().new_page()
 
 
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+def axe_violations(page) -> list[str]:
+    """axe-core (bundled by axe-playwright-python) over the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS}})
+    return [
+        f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in results.response["violations"]
+    ]
+
+
 def screenshot(page, name: str) -> Path:
     """Saved under var/browser-artifacts/ (ignored by git), to be looked at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

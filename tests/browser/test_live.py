@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.browser.conftest import (
+    axe_violations,
     log_in,
     log_in_with_patient,
     open_patient,
@@ -130,6 +131,7 @@ def test_the_warning_shows_and_stay_signed_in_keeps_the_data(tab, quick):
     assert "will be cleared" in dialog.inner_text()
     assert tab.locator("[data-warning-announcer]").inner_text().endswith("left.")
     screenshot(tab, "widget-timeout-warning")
+    assert axe_violations(tab) == []
     warned_at = time.monotonic()
     stay.click()
     dialog.wait_for(state="hidden")

@@ -10,6 +10,7 @@ import pytest
 
 from tests.browser.conftest import (
     PASSWORD,
+    axe_violations,
     log_in,
     log_in_with_patient,
     screenshot,
@@ -24,17 +25,6 @@ PHONE = {
     "is_mobile": True,
     "has_touch": True,
 }
-AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
-
-
-def axe_violations(page) -> list[str]:
-    """axe-core (bundled by axe-playwright-python) over the page as it is now."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS}})
-    return [
-        f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in results.response["violations"]
-    ]
 
 
 def _every_page(page, server):
@@ -105,6 +95,7 @@ def test_a_form_from_before_a_new_sign_in_gets_the_portal_403(page, new_context,
     assert page.get_by_role("heading", name="Your page was out of date").is_visible()
     assert "CSRF" not in page.content()
     screenshot(page, "error-403")
+    assert axe_violations(page) == []
     with page.expect_navigation():
         page.locator("main").get_by_role("link", name="Patient search").click()
     assert page.url.endswith("/patients/")
@@ -215,6 +206,7 @@ def test_phone_width_collapses_the_navbar_and_never_scrolls_sideways(new_context
         assert _no_sideways_scroll(page), where
     assert not page.locator(".shortcut-hint").first.is_visible()
     screenshot(page, "widget-phone")
+    assert axe_violations(page) == []
     page.get_by_role("button", name="Menu").click()
     logout = page.get_by_role("button", name="Log out")
     logout.wait_for()

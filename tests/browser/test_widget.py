@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.browser.conftest import (
+    axe_violations,
     log_in,
     log_in_with_patient,
     screenshot,
@@ -216,6 +217,7 @@ def test_a_page_whose_session_ended_says_so_and_offers_sign_in(page, server, tra
     assert not page.get_by_text("cleared on request").is_visible()
     _blanked(page)
     screenshot(page, f"widget-session-ended-{transport}")
+    assert axe_violations(page) == []
     with page.expect_navigation():
         banner.get_by_role("link", name="Sign in again").click()
     assert page.url.endswith("/accounts/login/")

@@ -321,7 +321,6 @@
           items: frame.items,
           idleLeft: frame.idle_seconds_left,
           sessionLeft: frame.session_seconds_left,
-          openTabs: frame.open_tabs,
           warning: frame.warning_seconds,
           lastActivity:
             frame.has_patient_data && frame.timeout_seconds
@@ -336,6 +335,7 @@
           state.status.lastActivity = Date.now();
         }
         closeWarning();
+        scheduleWarning();
         render();
         break;
       case "session.timeout_warning":
@@ -346,11 +346,6 @@
         break;
       case "session.ended":
         onEnded(detailOf(frame));
-        break;
-      case "presence.changed":
-        if (state.status) {
-          state.status.openTabs = frame.open_tabs;
-        }
         break;
       case "reply":
       case "error":
@@ -419,7 +414,7 @@
       return;
     }
     const previous = state.status;
-    state.status = Object.assign({ openTabs: null }, next, { at: Date.now() });
+    state.status = Object.assign({}, next, { at: Date.now() });
     if (next.lastActivity === null) {
       state.status.lastActivity = previous ? previous.lastActivity : null;
     }
@@ -885,28 +880,21 @@
     }
     const opts = options || {};
     const reason = opts.reason || "manual_cleanup";
-    let source = opts.trigger === "shortcut" ? "shortcut" : "api";
     setBusy(true);
-    let items;
+    let result;
     try {
-      items = await command(
+      result = await command(
         // The socket's cleanup command has no reason field: the page's timers use HTTP.
         reason === "manual_cleanup" ? "cleanup" : null,
         function () {
-          source = opts.trigger === "shortcut" ? "shortcut" : "api";
           const headers = { "X-Cleanup-Reason": reason };
           if (opts.trigger) {
             headers["X-Cleanup-Trigger"] = opts.trigger;
           }
           return postHttp(setting("clearUrl"), headers);
         }
-      ).then(function (result) {
-        if (result.type === "reply") {
-          source = "socket";
-        }
-        return result.items_cleared;
-      });
-      if (!socketOpen()) {
+      );
+      if (result.type !== "reply") {
         // A session that ended before this click must not look cleared and still open.
         const body = await fetchStatus().catch(function () {
           return null;
@@ -924,10 +912,15 @@
     } finally {
       setBusy(false);
     }
-    if (!state.ended) {
-      onCleared({ reason: reason, source: source, items_cleared: items });
+    // The audit's source: "socket" for socket commands, the HTTP trigger otherwise.
+    let source = opts.trigger === "shortcut" ? "shortcut" : "api";
+    if (result.type === "reply") {
+      source = "socket";
     }
-    return { success: true, items_cleared: items };
+    if (!state.ended) {
+      onCleared({ reason: reason, source: source, items_cleared: result.items_cleared });
+    }
+    return { success: true, items_cleared: result.items_cleared };
   }
 
   async function emergencySessionCleanup() {

@@ -264,11 +264,15 @@ def axe_violations(page) -> list[str]:
     ]
 
 
-def screenshot(page, name: str) -> Path:
-    """Saved under var/browser-artifacts/ (ignored by git), to be looked at."""
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    """Saved under var/browser-artifacts/ (ignored by git), to be looked at.
+
+    A full-page capture re-emulates the device and drops touch emulation meanwhile: phone
+    pages are captured as the viewport shows them.
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

@@ -205,15 +205,15 @@ def test_phone_width_collapses_the_navbar_and_never_scrolls_sideways(new_context
             page.wait_for_url("**/patients/*/")
         assert _no_sideways_scroll(page), where
     assert not page.locator(".shortcut-hint").first.is_visible()
-    screenshot(page, "widget-phone")
+    screenshot(page, "widget-phone", full_page=False)
     assert axe_violations(page) == []
     page.get_by_role("button", name="Menu").click()
+    page.wait_for_selector("#portal-nav.show")  # the menu has finished opening
     logout = page.get_by_role("button", name="Log out")
-    logout.wait_for()
     assert _no_sideways_scroll(page)
     box = logout.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-    screenshot(page, "navbar-phone-open")
+    screenshot(page, "navbar-phone-open", full_page=False)
     with page.expect_navigation():
         logout.click()
     assert page.url.endswith("/accounts/login/")

@@ -281,13 +281,5 @@ def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
 
 @register(Tags.security)
 def check_page_timers(app_configs=None, **kwargs) -> list:
-    """E030: the page's own timer must be a number of seconds, 0 meaning off."""
-    hidden = conf.PATIENT_HIDDEN_TIMEOUT
-    if isinstance(hidden, Real) and not isinstance(hidden, bool) and hidden >= 0:
-        return []
-    return [
-        Error(
-            "PATIENT_HIDDEN_TIMEOUT must be a number of seconds >= 0 (0 turns it off).",
-            id="patient_data.E030",
-        )
-    ]
+    """E050: the page's hidden-tab timer is a number of seconds, 0 meaning off."""
+    return _seconds("PATIENT_HIDDEN_TIMEOUT", "patient_data.E050", zero=True)

@@ -113,7 +113,7 @@ def test_databases_without_upsert_returning_are_refused():
 @pytest.mark.parametrize("value", [-1, "60", None, True])
 def test_hidden_timeout_must_be_seconds_or_zero(value):
     with override_settings(PATIENT_HIDDEN_TIMEOUT=value):
-        assert _ids(checks.check_page_timers()) == ["patient_data.E030"]
+        assert _ids(checks.check_page_timers()) == ["patient_data.E050"]
 
 
 @pytest.mark.parametrize("value", [0, 45, 2.5])

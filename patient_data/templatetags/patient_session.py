@@ -12,8 +12,6 @@ from patient_data.conf import conf
 register = template.Library()
 
 SOCKET_PATH = "ws/patient-session/"
-#: The live side's warning lead time until its setting exists (seconds).
-DEFAULT_TIMEOUT_WARNING = 60
 
 
 def _socket_url() -> str:
@@ -36,7 +34,7 @@ def patient_session_widget() -> dict[str, Any]:
     return {
         "socket_url": _socket_url(),
         "hidden_timeout": conf.PATIENT_HIDDEN_TIMEOUT,
-        "timeout_warning": getattr(conf, "PATIENT_TIMEOUT_WARNING", DEFAULT_TIMEOUT_WARNING),
+        "timeout_warning": conf.PATIENT_TIMEOUT_WARNING,
         "reasons": notices.reason_texts(),
         "notice_cookie": notices.COOKIE,
     }

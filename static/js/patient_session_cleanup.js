@@ -54,7 +54,8 @@
     connecting: "connecting",
     live: "live",
     reconnecting: "reconnecting",
-    offline: "offline, checking every 15 s",
+    polling: "checking every 15 s",
+    offline: "offline",
     ended: "signed out",
   };
 
@@ -245,7 +246,8 @@
       setConnection("offline");
       return;
     }
-    setConnection("reconnecting");
+    // A socket that was live is being re-established; one that never opened means offline.
+    setConnection(state.connection === "live" ? "reconnecting" : "offline");
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, state.attempts));
     state.attempts += 1;
     // Full jitter over the upper half: tabs of a restarted server do not return in step.
@@ -319,7 +321,6 @@
           items: frame.items,
           idleLeft: frame.idle_seconds_left,
           sessionLeft: frame.session_seconds_left,
-          openTabs: frame.open_tabs,
           warning: frame.warning_seconds,
           lastActivity:
             frame.has_patient_data && frame.timeout_seconds
@@ -334,6 +335,7 @@
           state.status.lastActivity = Date.now();
         }
         closeWarning();
+        scheduleWarning();
         render();
         break;
       case "session.timeout_warning":
@@ -344,11 +346,6 @@
         break;
       case "session.ended":
         onEnded(detailOf(frame));
-        break;
-      case "presence.changed":
-        if (state.status) {
-          state.status.openTabs = frame.open_tabs;
-        }
         break;
       case "reply":
       case "error":
@@ -384,8 +381,11 @@
         sessionLeft: body.max_inactive_seconds ? body.max_inactive_seconds - idle : null,
         lastActivity: Date.now() - idle * 1000,
       });
+      if (state.connection === "offline" && !setting("socketUrl")) {
+        setConnection("polling");
+      }
     } catch (error) {
-      setConnection(setting("socketUrl") ? state.connection : "offline");
+      setConnection("offline");
       setPart("items", "status unavailable");
     }
   }
@@ -414,7 +414,7 @@
       return;
     }
     const previous = state.status;
-    state.status = Object.assign({ openTabs: null }, next, { at: Date.now() });
+    state.status = Object.assign({}, next, { at: Date.now() });
     if (next.lastActivity === null) {
       state.status.lastActivity = previous ? previous.lastActivity : null;
     }
@@ -490,21 +490,33 @@
     return FIELD_TAGS.has(element.tagName);
   }
 
+  // What the server rendered counts, not what the clinician is typing into a search field.
+  function renderedValue(el) {
+    if (el.tagName === "SELECT") {
+      return Array.from(el.options).some(function (option) {
+        return option.defaultSelected && option.value !== "";
+      });
+    }
+    return el.defaultValue !== "";
+  }
+
   function showsPatientData() {
     return Array.from(document.querySelectorAll("[data-patient-data]")).some(function (el) {
       if (el.getAttribute("data-patient-data") === CLEARED) {
         return false;
       }
-      return isField(el) ? el.value !== "" : true;
+      return isField(el) ? renderedValue(el) : true;
     });
   }
 
   function blankPatientData(text) {
     const focused = document.activeElement;
-    let focusLost = focused === null || focused === document.body;
+    // Focus on no control (the page or its main region) or inside what is removed is lost.
+    let focusLost = focused === null || focused === document.body || focused.id === "main";
     document.querySelectorAll("[data-patient-data]").forEach(function (el) {
       if (isField(el)) {
         el.value = "";
+        el.defaultValue = "";
         return;
       }
       if (el.contains(focused)) {
@@ -627,7 +639,6 @@
     }
     state.connection = "ended";
     announce("Your session has ended.");
-    leaveNotice(detail.reason);
     if (!fromOtherTab) {
       broadcast({ type: "ended", detail: detail });
     }
@@ -869,28 +880,21 @@
     }
     const opts = options || {};
     const reason = opts.reason || "manual_cleanup";
-    let source = opts.trigger === "shortcut" ? "shortcut" : "api";
     setBusy(true);
-    let items;
+    let result;
     try {
-      items = await command(
+      result = await command(
         // The socket's cleanup command has no reason field: the page's timers use HTTP.
         reason === "manual_cleanup" ? "cleanup" : null,
         function () {
-          source = opts.trigger === "shortcut" ? "shortcut" : "api";
           const headers = { "X-Cleanup-Reason": reason };
           if (opts.trigger) {
             headers["X-Cleanup-Trigger"] = opts.trigger;
           }
           return postHttp(setting("clearUrl"), headers);
         }
-      ).then(function (result) {
-        if (result.type === "reply") {
-          source = "socket";
-        }
-        return result.items_cleared;
-      });
-      if (!socketOpen()) {
+      );
+      if (result.type !== "reply") {
         // A session that ended before this click must not look cleared and still open.
         const body = await fetchStatus().catch(function () {
           return null;
@@ -908,10 +912,15 @@
     } finally {
       setBusy(false);
     }
-    if (!state.ended) {
-      onCleared({ reason: reason, source: source, items_cleared: items });
+    // The audit's source: "socket" for socket commands, the HTTP trigger otherwise.
+    let source = opts.trigger === "shortcut" ? "shortcut" : "api";
+    if (result.type === "reply") {
+      source = "socket";
     }
-    return { success: true, items_cleared: items };
+    if (!state.ended) {
+      onCleared({ reason: reason, source: source, items_cleared: result.items_cleared });
+    }
+    return { success: true, items_cleared: result.items_cleared };
   }
 
   async function emergencySessionCleanup() {
@@ -932,6 +941,8 @@
     }
     const source = result.type === "reply" ? "socket" : "api";
     onEnded({ reason: "emergency_cleanup", source: source, items_cleared: result.items_cleared });
+    // Set here, after the response: its Clear-Site-Data may have removed the server's copy.
+    leaveNotice("emergency_cleanup");
     window.location.assign(setting("loginUrl"));
     return { success: true, items_cleared: result.items_cleared };
   }
@@ -1004,7 +1015,7 @@
       setConnection("connecting");
       connect();
     } else {
-      setConnection("offline");
+      setConnection("polling");
       startPolling();
     }
     state.tickTimer = window.setInterval(render, TICK_INTERVAL_MS);

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import sqlite3
@@ -250,11 +251,28 @@ def page(new_context):
     return new_context().new_page()
 
 
-def screenshot(page, name: str) -> Path:
-    """Saved under var/browser-artifacts/ (ignored by git), to be looked at."""
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+def axe_violations(page) -> list[str]:
+    """axe-core (bundled by axe-playwright-python) over the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS}})
+    return [
+        f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in results.response["violations"]
+    ]
+
+
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    """Saved under var/browser-artifacts/ (ignored by git), to be looked at.
+
+    A full-page capture re-emulates the device and drops touch emulation meanwhile: phone
+    pages are captured as the viewport shows them.
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -284,6 +302,11 @@ def open_patient(page, index: int = 0) -> str:
     with page.expect_navigation():
         link.click()
     return patient_id
+
+
+def without_socket(page) -> None:
+    """Every socket the page opens is refused: its commands must go over HTTP."""
+    page.route_web_socket(re.compile(r"/ws/"), lambda socket: socket.close(code=1011))
 
 
 def log_in_with_patient(page, username: str = "clinician") -> str:

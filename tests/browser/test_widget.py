@@ -7,9 +7,29 @@ import re
 
 import pytest
 
-from tests.browser.conftest import log_in, log_in_with_patient, screenshot, session_key
+from tests.browser.conftest import (
+    axe_violations,
+    log_in,
+    log_in_with_patient,
+    screenshot,
+    session_key,
+    without_socket,
+)
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(params=["socket", "http"])
+def transport(request, page) -> str:
+    """Each command once over the session socket, once over the HTTP fallback."""
+    if request.param == "http":
+        without_socket(page)
+    return request.param
+
+
+def _source(transport: str, http_source: str) -> str:
+    return "socket" if transport == "socket" else http_source
+
 
 RECORD_EVENTS = """
 window.cleanupEvents = [];
@@ -47,21 +67,21 @@ def _assert_cleared(page, server, key: str, *, source: str) -> None:
     ]
 
 
-def test_clear_button_clears_the_session_and_the_page(page, server):
+def test_clear_button_clears_the_session_and_the_page(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
     page.get_by_role("button", name="Clear patient data").click()
-    _assert_cleared(page, server, key, source="api")
-    screenshot(page, "widget-cleared-desktop")
+    _assert_cleared(page, server, key, source=_source(transport, "api"))
+    screenshot(page, f"widget-cleared-desktop-{transport}")
 
 
-def test_ctrl_shift_c_clears_as_a_shortcut(page, server):
+def test_ctrl_shift_c_clears_as_a_shortcut(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
     page.keyboard.press("Control+Shift+C")
-    _assert_cleared(page, server, key, source="shortcut")
+    _assert_cleared(page, server, key, source=_source(transport, "shortcut"))
 
 
 def _assert_ended_by_emergency(page, server, key: str) -> None:
@@ -72,7 +92,7 @@ def _assert_ended_by_emergency(page, server, key: str) -> None:
     assert re.fullmatch(r"Signed out: emergency cleanup at \d\d:\d\d UTC\.", notice.inner_text())
 
 
-def test_emergency_button_asks_then_ends_the_session(page, server):
+def test_emergency_button_asks_then_ends_the_session(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
@@ -100,7 +120,7 @@ def test_emergency_button_declined_changes_nothing(page, server):
     assert _events(page) == []
 
 
-def test_ctrl_shift_e_asks_then_ends_the_session(page, server):
+def test_ctrl_shift_e_asks_then_ends_the_session(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
@@ -109,25 +129,25 @@ def test_ctrl_shift_e_asks_then_ends_the_session(page, server):
     _assert_ended_by_emergency(page, server, key)
 
 
-def test_api_clear_patient_session(page, server):
+def test_api_clear_patient_session(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
     result = page.evaluate("window.clearPatientSession()")
     assert result == {"success": True, "items_cleared": server.audit(key)[-1]["items_cleared"]}
-    _assert_cleared(page, server, key, source="api")
+    _assert_cleared(page, server, key, source=_source(transport, "api"))
 
 
-def test_api_manual_cleanup_resolves_with_the_server_result(page, server):
+def test_api_manual_cleanup_resolves_with_the_server_result(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
     result = page.evaluate("window.patientSessionCleanup.manualCleanup()")
     assert result["success"] is True and result["items_cleared"] >= 6
-    _assert_cleared(page, server, key, source="api")
+    _assert_cleared(page, server, key, source=_source(transport, "api"))
 
 
-def test_api_emergency_session_cleanup(page, server):
+def test_api_emergency_session_cleanup(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
@@ -135,7 +155,7 @@ def test_api_emergency_session_cleanup(page, server):
     _assert_ended_by_emergency(page, server, key)
 
 
-def test_api_disable_turns_the_shortcuts_off_and_enable_back_on(page, server):
+def test_api_disable_turns_the_shortcuts_off_and_enable_back_on(page, server, transport):
     log_in_with_patient(page)
     _ready(page)
     key = session_key(page)
@@ -147,7 +167,7 @@ def test_api_disable_turns_the_shortcuts_off_and_enable_back_on(page, server):
     assert server.patient_keys(key) and _events(page) == []
     page.evaluate("window.patientSessionCleanup.enable()")
     page.keyboard.press("Control+Shift+C")
-    _assert_cleared(page, server, key, source="shortcut")
+    _assert_cleared(page, server, key, source=_source(transport, "shortcut"))
 
 
 def _log_out_elsewhere(page) -> None:
@@ -157,33 +177,47 @@ def _log_out_elsewhere(page) -> None:
     assert response.ok and "Sign in" in response.text()
 
 
-def test_api_manual_cleanup_rejects_with_a_clear_error_when_the_session_has_ended(page, server):
+def test_api_manual_cleanup_rejects_with_a_clear_error_when_the_session_has_ended(
+    page, server, transport
+):
     log_in_with_patient(page)
     _ready(page)
+    key = session_key(page)
     _log_out_elsewhere(page)
+    if transport == "socket":  # the server says so at once
+        page.locator("[data-session-ended]").wait_for()
     message = page.evaluate(
         "window.patientSessionCleanup.manualCleanup().then(() => 'resolved', (e) => e.message)"
     )
     assert message == "The session has ended; sign in again to continue."
-    assert _events(page) == [{"reason": None, "source": "status", "items_cleared": None}]
+    logout = server.audit(key)[-1] if transport == "socket" else None
+    assert _events(page) == [
+        {"reason": "logout", "source": "logout", "items_cleared": logout["items_cleared"]}
+        if logout
+        else {"reason": None, "source": "status", "items_cleared": None}
+    ]
 
 
-def test_a_page_whose_session_ended_says_so_and_offers_sign_in(page, server):
+def test_a_page_whose_session_ended_says_so_and_offers_sign_in(page, server, transport):
     """The defect: the page kept looking signed in and "Clear" reported a false success."""
     log_in_with_patient(page)
     _ready(page)
     _log_out_elsewhere(page)
-    page.get_by_role("button", name="Clear patient data").click()
+    if transport == "http":  # no push: the next click finds out, and claims nothing
+        page.get_by_role("button", name="Clear patient data").click()
     banner = page.locator("[data-session-ended]")
     banner.wait_for()
     assert banner.evaluate("el => document.activeElement === el")
     assert "Your session has ended." in banner.inner_text()
+    if transport == "socket":
+        assert "Signed out." in banner.inner_text()
     for hidden in ("Clear patient data", "Emergency cleanup", "Log out"):
         assert not page.get_by_role("button", name=hidden).is_visible()
     assert not page.get_by_text("Signed in as").is_visible()
     assert not page.get_by_text("cleared on request").is_visible()
     _blanked(page)
-    screenshot(page, "widget-session-ended")
+    screenshot(page, f"widget-session-ended-{transport}")
+    assert axe_violations(page) == []
     with page.expect_navigation():
         banner.get_by_role("link", name="Sign in again").click()
     assert page.url.endswith("/accounts/login/")

@@ -167,8 +167,6 @@
         return who + ": session ended (" + frame.reason + ", " + frame.source + ")";
       case "session.timeout_warning":
         return who + ": idle timeout in " + formatDuration(frame.seconds_left);
-      case "presence.changed":
-        return who + ": " + plural(frame.open_tabs, "open tab");
       case "session.stored":
         return who + ": " + (frame.user || "a session") + " holds " + plural(frame.items, "item");
       default:
@@ -227,11 +225,12 @@
         return;
       }
       case "presence.changed": {
+        // The table shows it; the feed would flicker with every page change of a clinician.
         const row = rowFor(frame.session);
         if (row) {
           cell(row, "open_tabs").textContent = frame.open_tabs;
         }
-        break;
+        return;
       }
       case "reply":
         if (frame.command === "cleanup" || frame.command === "end_session") {

@@ -1,0 +1,87 @@
+"""The staff dashboard in Chromium: a clinician's session appears live, and its "Clear data"
+button blanks the clinician's open page (and the data is gone from the database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import (
+    axe_violations,
+    log_in,
+    log_in_with_patient,
+    screenshot,
+    session_key,
+)
+
+pytestmark = pytest.mark.browser
+
+
+def _open_dashboard(page) -> None:
+    log_in(page, "staff")
+    page.goto("/monitor/")
+    page.wait_for_function(
+        "document.querySelector('[data-monitor-connection]').dataset.state === 'live'"
+    )
+
+
+def test_a_clinician_appears_live_and_staff_clear_their_open_page(new_context, server):
+    staff = new_context(viewport={"width": 1280, "height": 800}).new_page()
+    _open_dashboard(staff)
+    assert staff.locator("tr[data-session]").count() == 0
+    assert "No session holds patient data now." in staff.inner_text("[data-monitor-empty]")
+
+    clinician = new_context().new_page()
+    log_in_with_patient(clinician)
+    key = session_key(clinician)
+    row = staff.locator("tr[data-session]", has_text="clinician")
+    row.wait_for()  # no reload: the session was announced when it stored patient data
+    assert int(row.locator('[data-field="items"]').inner_text()) == len(server.patient_keys(key))
+    clinician.wait_for_function(
+        "document.querySelector('[data-monitor=connection]').textContent === 'live'"
+    )
+    staff.wait_for_function(
+        "document.querySelector('tr[data-session] [data-field=open_tabs]').textContent === '1'"
+    )
+    screenshot(staff, "dashboard-live")
+    assert axe_violations(staff) == []
+
+    staff.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Clear data").click()
+    clinician.wait_for_selector('[data-patient-data="cleared"]')
+    assert server.patient_keys(key) == []
+    assert server.audit(key)[-1]["source"] == "staff"
+    staff.locator("tr[data-session]").first.wait_for(state="detached")
+    assert "patient data cleared (staff_cleanup, staff" in staff.inner_text("[data-monitor-feed]")
+    screenshot(staff, "dashboard-after-clear")
+    screenshot(clinician, "dashboard-clinician-cleared")
+
+
+def test_the_dashboard_at_phone_width(new_context, server):
+    staff = new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = staff.new_page()
+    _open_dashboard(page)
+    clinician = new_context().new_page()
+    log_in_with_patient(clinician)
+    page.locator("tr[data-session]").first.wait_for()
+    overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    assert overflow is False
+    screenshot(page, "dashboard-phone", full_page=False)
+
+
+def test_a_clinician_cannot_open_the_dashboard(page, console):
+    console.allow("403")
+    log_in(page)
+    response = page.goto("/monitor/")
+    assert response.status == 403
+    assert not page.get_by_role("link", name="Session monitor").is_visible()
+
+
+def test_typing_into_an_empty_search_is_never_wiped_by_a_status(page):
+    log_in(page)
+    page.wait_for_function(
+        "document.querySelector('[data-monitor=connection]').textContent === 'live'"
+    )
+    page.get_by_label("Name").fill("typed by hand")
+    page.evaluate("window.patientSessionCleanup.refreshStatus()")
+    page.wait_for_timeout(1000)
+    assert page.get_by_label("Name").input_value() == "typed by hand"

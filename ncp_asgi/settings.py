@@ -49,7 +49,7 @@ INSTALLED_APPS = [
 ]
 
 # Django's middlewares, adapted to run without thread hops under ASGI (patient_data.middleware
-# .inline, .sessions: same classes and behaviour; check patient_data.E030 guards the adapter).
+# .inline, .sessions: same classes and behaviour; check patient_data.E040 guards the adapter).
 MIDDLEWARE = [
     "patient_data.middleware.inline.SecurityMiddleware",
     "patient_data.middleware.sessions.SessionMiddleware",
@@ -61,7 +61,7 @@ MIDDLEWARE = [
     "patient_data.middleware.inline.MessageMiddleware",
     "patient_data.middleware.inline.XFrameOptionsMiddleware",
 ]
-# Cookie storage keeps the messages middleware free of session I/O (E030).
+# Cookie storage keeps the messages middleware free of session I/O (E040).
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 ROOT_URLCONF = "ncp_asgi.urls"

@@ -84,7 +84,7 @@ def check_middleware(app_configs=None, **kwargs) -> list:
 
 @register(Tags.security)
 def check_inline_middleware(app_configs=None, **kwargs) -> list:
-    """E030 for each middleware adapted by ``patient_data.middleware.inline`` whose hooks
+    """E040 for each middleware adapted by ``patient_data.middleware.inline`` whose hooks
     would do I/O under the current settings."""
     errors = []
     for path in settings.MIDDLEWARE:
@@ -94,7 +94,7 @@ def check_inline_middleware(app_configs=None, **kwargs) -> list:
                 Error(
                     f"{path} cannot run in the event loop: {reason}.",
                     hint=f"Change the setting, or use {import_string(path).adapts}.",
-                    id="patient_data.E030",
+                    id="patient_data.E040",
                 )
             )
     return errors

@@ -1,5 +1,5 @@
 """The inline adapter: Django's I/O-free middlewares run in the event loop, refused where a
-hook would do I/O (check ``patient_data.E030``), Django's behaviour everywhere."""
+hook would do I/O (check ``patient_data.E040``), Django's behaviour everywhere."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_the_project_settings_may_run_inline():
 @override_settings(CSRF_USE_SESSIONS=True)
 def test_csrf_in_the_session_is_refused():
     errors = checks.check_inline_middleware()
-    assert [error.id for error in errors] == ["patient_data.E030"]
+    assert [error.id for error in errors] == ["patient_data.E040"]
     assert INLINE_CSRF in errors[0].msg
     assert "CSRF_USE_SESSIONS" in errors[0].msg
     assert "django.middleware.csrf.CsrfViewMiddleware" in errors[0].hint
@@ -125,7 +125,7 @@ def test_csrf_in_the_session_is_refused():
 def test_messages_that_can_reach_the_session_are_refused(storage):
     with override_settings(MESSAGE_STORAGE=storage):
         errors = checks.check_inline_middleware()
-        assert [error.id for error in errors] == ["patient_data.E030"]
+        assert [error.id for error in errors] == ["patient_data.E040"]
         assert INLINE_MESSAGES in errors[0].msg
         assert inline.MessageMiddleware(_async_view).runs_inline is False
 

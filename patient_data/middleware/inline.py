@@ -10,7 +10,7 @@ safe methods (an unsafe one may parse the body and render the failure view, so i
 hop). The sync mode, and every decision, stay Django's.
 
 A configuration under which a hook would do I/O (``CSRF_USE_SESSIONS``, a message storage that
-can fall back to the session) is refused by the system check ``patient_data.E030``; should it be
+can fall back to the session) is refused by the system check ``patient_data.E040``; should it be
 deployed anyway, the adapted class notices at start-up and keeps Django's hops.
 """
 

@@ -145,7 +145,8 @@ def serve(sock: socket.socket, workers: int) -> int:
     """
     fd = sock.fileno()
     command = [sys.executable, "-m", "daphne", "--fd", str(fd), APPLICATION]
-    children = [subprocess.Popen(command, pass_fds=(fd,)) for _ in range(workers)]  # noqa: S603 - fixed argv
+    env = {**os.environ, "NCP_WORKERS": str(workers)}
+    children = [subprocess.Popen(command, pass_fds=(fd,), env=env) for _ in range(workers)]  # noqa: S603 - fixed argv
     stopping = []
 
     def stop(signum, frame) -> None:

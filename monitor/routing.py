@@ -1,5 +1,13 @@
-"""WebSocket routes of the live side (consumers arrive with the live-monitor work)."""
+"""WebSocket routes of the live side (behind session/auth middleware and the Origin check,
+see ``ncp_asgi.asgi``)."""
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from monitor.consumers import MonitorConsumer, PatientSessionConsumer
+
+websocket_urlpatterns = [
+    path("ws/patient-session/", PatientSessionConsumer.as_asgi()),
+    path("ws/monitor/", MonitorConsumer.as_asgi()),
+]

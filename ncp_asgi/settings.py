@@ -91,6 +91,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_PREFIX = os.environ.get("NCP_REDIS_PREFIX", "ncp")  # presence keys: <prefix>:presence:*
 if REDIS_URL:
     # redis-py >= 8 defaults socket_timeout to 5 s, which kills channels-redis' blocking
     # BZPOPMIN on an idle socket (django/channels_redis#422): no read timeout on the layer.
@@ -98,7 +99,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # redis-py's pool raises at once when its 100 connections are in use: a
+                # thousand sockets closing together need more (TRAPS.md, bench/live.py).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
                 "capacity": 1000,
                 "group_expiry": 600,
                 "prefix": os.environ.get("NCP_REDIS_PREFIX", "ncp"),
@@ -168,6 +171,17 @@ def _minutes(name: str, default: int) -> int:
 PATIENT_SESSION_TIMEOUT = _minutes("PATIENT_SESSION_TIMEOUT", 30)
 PATIENT_MAX_INACTIVE_TIME = _minutes("PATIENT_MAX_INACTIVE_TIME", 60)
 PATIENT_SESSION_MAX_AGE = _minutes("PATIENT_SESSION_MAX_AGE", 12 * 60)
+# How many daphne processes serve this deployment (startup_with_cleanup.py --workers sets it):
+# the in-memory channel layer cannot connect several (check patient_data.W005).
+NCP_WORKERS = int(os.environ.get("NCP_WORKERS", "1"))
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+PATIENT_DISCONNECT_GRACE = _seconds("PATIENT_DISCONNECT_GRACE", 10)
+PATIENT_PRESENCE_HEARTBEAT = _seconds("PATIENT_PRESENCE_HEARTBEAT", 5)
 
 LOGGING = {
     "version": 1,

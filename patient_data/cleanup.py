@@ -183,6 +183,32 @@ async def aend_session(target: Any, *, reason: str, source: str, actor: Any = No
     return items
 
 
+async def avoid_client_session(
+    meta_ref: str,
+    session_ref: str,
+    keys: tuple[str, ...],
+    items: int,
+    *,
+    reason: str,
+    source: str,
+    actor: Any = None,
+) -> int:
+    """Clear a client-side session the server cannot load (it lives in a cookie): a new
+    generation voids its patient data when the cookie next comes in; announced as usual."""
+    await sync_to_async(guard.bump)(meta_ref)
+    cleanup = Cleanup(
+        CleanupEvent.Action.CLEAR_PATIENT_DATA,
+        reason,
+        source,
+        items,
+        keys,
+        session_ref,
+        _actor_id(None, actor),
+    )
+    await _aannounce(cleanup)
+    return items
+
+
 def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
     """Record a session that was flushed by other code; ``before`` is its earlier content."""
     keys = get_registry().patient_keys(before)
@@ -216,6 +242,7 @@ __all__ = [
     "Cleanup",
     "aclear_patient_session_data",
     "aend_session",
+    "avoid_client_session",
     "clear_patient_session_data",
     "end_session",
     "record_lost",

@@ -105,6 +105,39 @@ class Settings:
         """How long a process trusts its copy of the patient-data epoch."""
         return getattr(settings, "PATIENT_EPOCH_CACHE_SECONDS", 2)
 
+    @cached_property
+    def PATIENT_TIMEOUT_WARNING(self) -> float:
+        """Seconds before a timeout at which an open page is warned over its socket."""
+        return getattr(settings, "PATIENT_TIMEOUT_WARNING", 60)
+
+    @cached_property
+    def PATIENT_DISCONNECT_GRACE(self) -> float:
+        """Seconds a session's last socket may stay closed before its patient data is cleared
+        as ``browser_closed`` (a navigation or reload reconnects well within it)."""
+        return getattr(settings, "PATIENT_DISCONNECT_GRACE", 10)
+
+    @cached_property
+    def PATIENT_PRESENCE_HEARTBEAT(self) -> float:
+        """Seconds between two presence heartbeats of a process's open sockets."""
+        return getattr(settings, "PATIENT_PRESENCE_HEARTBEAT", 5)
+
+    @cached_property
+    def PATIENT_SOCKET_RATE_LIMIT(self) -> tuple[int, float]:
+        """``(frames, seconds)``: frames one socket may send per window; more get a
+        ``rate_limited`` error, twice as many close the socket (4008)."""
+        return getattr(settings, "PATIENT_SOCKET_RATE_LIMIT", (20, 10))
+
+    @cached_property
+    def NCP_WORKERS(self) -> int:
+        """How many server processes share the channel layer (set by startup_with_cleanup)."""
+        return getattr(settings, "NCP_WORKERS", 1)
+
+    @cached_property
+    def PATIENT_HIDDEN_TIMEOUT(self) -> float:
+        """Seconds a hidden tab may stay hidden before the page clears the patient data
+        (reason ``tab_hidden``); 0 turns it off."""
+        return getattr(settings, "PATIENT_HIDDEN_TIMEOUT", 0)
+
 
 conf = Settings()
 

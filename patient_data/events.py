@@ -1,4 +1,9 @@
-"""Cleanup events for the live monitor, published on the channel layer.
+"""Cleanup and activity events for the live side, published on the channel layer.
+
+Each cleanup goes to the staff monitor's group (``PATIENT_EVENT_GROUP``) and to the cleaned
+session's own group (``patient-session.<session_ref>``, every socket of that session in every
+process). A bulk run sends one batch per page to the processes' group instead of one message
+per session; each process hands the batch to the sockets it holds (``monitor.local``).
 
 Publishing is best effort with a short timeout: when the layer (Redis) is down the live view
 misses the event, the cleanup itself has already happened and is audited.
@@ -8,35 +13,91 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from patient_data.conf import conf
+from patient_data.refs import session_ref
 
 logger = logging.getLogger("patient_data.events")
 
 EVENT_TYPE = "patient_session.event"
+ACTIVITY_TYPE = "patient_session.activity"
+PRESENCE_TYPE = "patient_session.presence"
+BATCH_TYPE = "patient_session.batch"
+#: Every process holding sockets listens here for bulk batches.
+PROCESSES_GROUP = "patient-session-processes"
+SESSION_GROUP_PREFIX = "patient-session."
 
 
-async def apublish(event: dict[str, Any]) -> bool:
-    """Send ``event`` to the monitor group; False when the live side is unavailable."""
+def session_group(ref: str) -> str:
+    """The channel-layer group of every socket of the session with keyed ref ``ref``."""
+    return SESSION_GROUP_PREFIX + ref
+
+
+async def _asend(groups: Iterable[str], message: dict[str, Any]) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
-    message = {"type": EVENT_TYPE, "event": event}
+    sends = [layer.group_send(group, message) for group in groups]
     try:
-        await asyncio.wait_for(
-            layer.group_send(conf.PATIENT_EVENT_GROUP, message),
-            timeout=conf.PATIENT_EVENT_PUBLISH_TIMEOUT,
-        )
+        await asyncio.wait_for(asyncio.gather(*sends), timeout=conf.PATIENT_EVENT_PUBLISH_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any layer failure only degrades the live view
         logger.warning("Live monitor unavailable, event not published (%s).", type(exc).__name__)
         return False
     return True
 
 
+def _groups(ref: str) -> list[str]:
+    groups = [conf.PATIENT_EVENT_GROUP]
+    if ref and ref != "-":
+        groups.append(session_group(ref))
+    return groups
+
+
+async def apublish(event: dict[str, Any]) -> bool:
+    """Send a cleanup ``event`` to the monitor and to its session's sockets; False when the
+    live side is unavailable."""
+    return await _asend(
+        _groups(event.get("session_ref", "-")), {"type": EVENT_TYPE, "event": event}
+    )
+
+
 def publish(event: dict[str, Any]) -> bool:
     """Sync twin of :func:`apublish` (commands, sync middleware, signal receivers)."""
     return async_to_sync(apublish)(event)
+
+
+def _activity(session_key: str | None, seen: float) -> tuple[list[str], dict[str, Any]]:
+    ref = session_ref(session_key)
+    return _groups(ref), {"type": ACTIVITY_TYPE, "event": {"session_ref": ref, "seen": seen}}
+
+
+async def apublish_activity(session_key: str | None, seen: float) -> bool:
+    """Activity recorded for a session at ``seen`` (epoch s): its sockets' timers follow."""
+    if not session_key:
+        return False
+    return await _asend(*_activity(session_key, seen))
+
+
+def publish_activity(session_key: str | None, seen: float) -> bool:
+    """Sync twin of :func:`apublish_activity`."""
+    if not session_key:
+        return False
+    return async_to_sync(_asend)(*_activity(session_key, seen))
+
+
+async def apublish_presence(ref: str, open_tabs: int) -> bool:
+    """How many sockets the session ``ref`` has open now (all processes)."""
+    event = {"session_ref": ref, "open_tabs": open_tabs}
+    return await _asend(_groups(ref), {"type": PRESENCE_TYPE, "event": event})
+
+
+def publish_batch(events: list[dict[str, Any]], *, epoch_advanced: bool = False) -> bool:
+    """A bulk run's cleanups (one page) to every process holding sockets. ``epoch_advanced``
+    tells them every stored patient stamp is void: their sessions are judged again."""
+    message = {"type": BATCH_TYPE, "events": events, "epoch_advanced": epoch_advanced}
+    return async_to_sync(_asend)([PROCESSES_GROUP], message)

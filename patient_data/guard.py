@@ -21,6 +21,7 @@ from typing import Any
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from patient_data import indexing
 from patient_data import meta as session_meta
 from patient_data.models import PatientSessionState
 from patient_data.registry import META_KEY, get_registry
@@ -73,13 +74,22 @@ def strip_stale(data: dict[str, Any], generation: int) -> int:
     return len(stale)
 
 
-def guarded_save(data: dict[str, Any], save: Callable[[], Any]) -> Any:
-    """Run ``save`` for a session whose in-memory blob is ``data``, guarded if it needs it."""
+def guarded_save(
+    data: dict[str, Any],
+    save: Callable[[], Any],
+    session_key: str | None = None,
+    *,
+    client_side: bool = False,
+) -> Any:
+    """Run ``save`` for a session whose in-memory blob is ``data``, guarded if it needs it
+    (and kept in the index of sessions holding patient data, see ``indexing``)."""
     ref = session_meta.read(data).get("ref")
     if ref is None or not get_registry().patient_keys(list(data)):
         return save()
     with locked_state(ref) as state:
         strip_stale(data, state.generation)
+        if changed := indexing.update(state, data, session_key, client_side=client_side):
+            state.save(update_fields=changed)
         return save()
 
 
@@ -88,9 +98,20 @@ def bump_and_save(data: dict[str, Any], save: Callable[[], Any]) -> int:
     info = session_meta.with_ref(session_meta.read(data))
     with locked_state(info["ref"]) as state:
         state.generation += 1
-        state.save(update_fields=["generation", "updated_at"])
         data[META_KEY] = session_meta.after_cleanup(info, state.generation)
+        unindexed = indexing.update(state, data, None)
+        state.save(update_fields=["generation", "updated_at", *unindexed])
         save()
+    return state.generation
+
+
+def bump(ref: str) -> int:
+    """Start a new generation for a session that cannot be loaded here (a client-side one):
+    its patient data is void wherever a copy turns up; the session leaves the index."""
+    with locked_state(ref) as state:
+        state.generation += 1
+        unindexed = indexing.update(state, {}, None)
+        state.save(update_fields=["generation", "updated_at", *unindexed])
     return state.generation
 
 
@@ -109,7 +130,8 @@ def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:
     generations: dict[str, int] = {}
     upsert = (
         f"ON CONFLICT (ref) DO UPDATE SET generation = {table}.generation + 1, "
-        "updated_at = excluded.updated_at RETURNING ref, generation"
+        "updated_at = excluded.updated_at, items = 0, session_key = NULL, session_ref = NULL, "
+        "user_id = NULL, keys = NULL, since = NULL RETURNING ref, generation"
     )
     with transaction.atomic(using=using), connection.cursor() as cursor:
         for start in range(0, len(ordered), chunk):

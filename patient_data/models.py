@@ -66,11 +66,37 @@ class PatientSessionState(models.Model):
 
     Keyed by the random reference kept in the session's bookkeeping, not by the session key,
     so it survives key rotation and also covers signed-cookie sessions.
+
+    The same row is the index of sessions holding patient data (``patient_data.index``): it is
+    locked by every save of a blob with patient data and by every cleanup anyway, so keeping
+    the index here costs no extra row, lock or round trip. The index columns are written only
+    when they change (patient data stored or cleared), never by a plain activity save.
     """
 
     ref = models.CharField(max_length=64, primary_key=True)
     generation = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+    # NULL, not "": no key (client-side session) or not indexed; the bulk upsert leaves them out.
+    session_key = models.CharField(  # noqa: DJ001
+        max_length=1024,
+        null=True,
+        blank=True,
+        help_text="Store key to load the session by; NULL for client-side (signed-cookie) "
+        "sessions, which are cleared by bumping the generation.",
+    )
+    session_ref = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, blank=True, db_index=True, help_text="Keyed hash (refs)."
+    )
+    user_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    items = models.PositiveIntegerField(default=0, db_default=0)
+    keys = models.JSONField(null=True, blank=True, help_text="Registry entries held (names).")
+    since = models.FloatField(null=True, blank=True, help_text="Patient data held since (epoch s).")
+
+    class Meta:
+        permissions = [
+            ("view_session_monitor", "Can watch the live session monitor"),
+            ("cleanup_any_session", "Can clear or end any user's patient session"),
+        ]
 
     def __str__(self) -> str:
         return f"generation {self.generation}"

@@ -23,6 +23,9 @@ class Verdict:
 
 
 KEEP_VERDICT = Verdict(KEEP)
+END_MAX_INACTIVE = Verdict(END, "session_max_inactive")
+CLEAR_IDLE = Verdict(CLEAR, "patient_session_timeout")
+CLEAR_MAX_AGE = Verdict(CLEAR, "patient_session_max_age")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,35 @@ def judge(facts: Facts) -> Verdict:
     if since is not None and facts.now - since >= conf.PATIENT_SESSION_MAX_AGE * 60:
         return Verdict(CLEAR, "patient_session_max_age")
     return KEEP_VERDICT
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When :func:`judge` will give ``verdict`` for these facts if nothing happens before."""
+
+    at: float
+    verdict: Verdict
+
+
+def deadlines(facts: Facts) -> list[Deadline]:
+    """Every time rule of :func:`judge` as the moment it will apply, given no activity meanwhile
+    (what a timer waits for: sockets and HTTP can then never disagree)."""
+    found = []
+    seen = facts.meta.get("seen")
+    if seen is not None and (facts.claims_auth or facts.has_patient_data):
+        found.append(Deadline(seen + conf.PATIENT_MAX_INACTIVE_TIME * 60, END_MAX_INACTIVE))
+    if facts.has_patient_data:
+        if seen is not None:
+            found.append(Deadline(seen + conf.PATIENT_SESSION_TIMEOUT * 60, CLEAR_IDLE))
+        since = facts.meta.get("since")
+        if since is not None:
+            found.append(Deadline(since + conf.PATIENT_SESSION_MAX_AGE * 60, CLEAR_MAX_AGE))
+    return found
+
+
+def next_deadline(facts: Facts) -> Deadline | None:
+    """The first of :func:`deadlines`, or None when no time rule can apply."""
+    return min(deadlines(facts), key=lambda deadline: deadline.at, default=None)
 
 
 def activity_due(meta: dict[str, Any], now: float) -> bool:

@@ -5,6 +5,7 @@ lifted; django/channels_redis#422)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from channels.layers import get_channel_layer
@@ -29,3 +30,21 @@ async def test_a_receive_idle_for_longer_than_redis_timeouts_keeps_working():
         await asyncio.wait_for(layer.receive(channel), timeout=11)
     await layer.send(channel, {"type": "still.alive"})
     assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "still.alive"
+
+
+async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool():
+    """redis-py's pool raises when its connections run out (TRAPS.md): every membership of a
+    burst of 1,000 sockets must be added, and every one removed again."""
+    import redis.asyncio as redis
+
+    layer = get_channel_layer()
+    group = f"burst-{uuid.uuid4().hex}"
+    channels = [await layer.new_channel() for _ in range(1000)]
+    await asyncio.gather(*(layer.group_add(group, channel) for channel in channels))
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        assert await client.zcard(layer._group_key(group)) == 1000
+        await asyncio.gather(*(layer.group_discard(group, channel) for channel in channels))
+        assert await client.zcard(layer._group_key(group)) == 0
+    finally:
+        await client.aclose()

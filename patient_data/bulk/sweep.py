@@ -131,6 +131,7 @@ class Sweep:
             self.report.epoch = (before, before + 1)
             return
         self.report.epoch = (before, epoch.advance())
+        events.publish_batch([], epoch_advanced=True)
         audit.record(
             Cleanup(CleanupEvent.Action.CLEAR_PATIENT_DATA, EPOCH_ADVANCED, self.source, 0, (), "-")
         )
@@ -279,6 +280,8 @@ class Sweep:
             if signal:
                 patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
             self.on_cleanup(cleanup)
+        if plans and not self.dry_run:
+            events.publish_batch([plan.cleanup.as_event() for plan in plans])
 
     def _summary_event(self) -> dict[str, Any]:
         """One event for the live monitor per run (not one per session)."""

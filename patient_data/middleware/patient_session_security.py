@@ -6,7 +6,8 @@
   that is idle (``PATIENT_SESSION_TIMEOUT``), too old (``PATIENT_SESSION_MAX_AGE``), held by a
   session without an active user, or stamped with a void epoch or generation;
 - after the view: records user activity (at most once per ``PATIENT_ACTIVITY_WRITE_INTERVAL``,
-  never for passive requests) and adds the patient-page security headers.
+  never for passive requests; announced to the session's sockets, whose timers follow it) and
+  adds the patient-page security headers.
 
 ``PatientSessionCleanupMiddleware`` makes sure a logout clears and records the patient data,
 also when a logout view bypasses ``django.contrib.auth.logout``.
@@ -25,7 +26,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse
 
-from patient_data import activity, cleanup, enforcement, policy
+from patient_data import activity, cleanup, enforcement, events, policy
 from patient_data.conf import conf
 from patient_data.decorators import PASSIVE_FLAG, PATIENT_PAGE_FLAG
 from patient_data.registry import META_KEY, get_registry
@@ -96,6 +97,7 @@ class PatientSessionSecurityMiddleware(_Base):
         _finish(request, response, data)
         if not _is_passive(request) and (info := activity.stamped(data, time.time())):
             request.session[META_KEY] = info
+            events.publish_activity(request.session.session_key, info["seen"])
         return response
 
     async def __acall__(self, request: HttpRequest):
@@ -105,6 +107,7 @@ class PatientSessionSecurityMiddleware(_Base):
         _finish(request, response, data)
         if not _is_passive(request) and (info := activity.stamped(data, time.time())):
             await request.session.aset(META_KEY, info)
+            await events.apublish_activity(request.session.session_key, info["seen"])
         return response
 
 

@@ -20,7 +20,12 @@ class GuardedSessionMixin:
 
     def save(self, must_create: bool = False) -> None:
         data = self._get_session(no_load=must_create)
-        return guard.guarded_save(data, lambda: super(GuardedSessionMixin, self).save(must_create))
+        return guard.guarded_save(
+            data,
+            lambda: super(GuardedSessionMixin, self).save(must_create),
+            self.session_key,
+            client_side=self.client_side,
+        )
 
     def save_unguarded(self, must_create: bool = False) -> None:
         """Write the blob as it is (the caller holds the generation lock)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -20,6 +21,8 @@ DEFAULT_PASSWORD = "clinician-demo-only"  # noqa: S105
 DEFAULT_STAFF_USERNAME = "staff"
 DEFAULT_STAFF_PASSWORD = "staff-demo-only"  # noqa: S105
 DEFAULT_PATIENTS = 50
+#: The live monitor's permissions (``patient_data.*``): the staff user gets both.
+MONITOR_PERMISSIONS = ("view_session_monitor", "cleanup_any_session")
 
 
 class Command(BaseCommand):
@@ -83,6 +86,11 @@ class Command(BaseCommand):
         )
         user.set_password(password)
         user.save(update_fields=["password"])
+        if staff:
+            monitor = Permission.objects.filter(
+                content_type__app_label="patient_data", codename__in=MONITOR_PERMISSIONS
+            )
+            user.user_permissions.add(*monitor)
         role = "staff" if staff else "clinician"
         return f"{username} ({role}, {'created' if created else 'updated'})"
 

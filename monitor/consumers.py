@@ -1,0 +1,199 @@
+"""The two sockets, wiring the small modules together: ``auth`` (handshake), ``protocol``
+(frames), ``commands`` (what a command does), ``state`` (state frames), ``timers``
+(server-pushed timeouts), ``presence`` (open tabs) and ``fanout`` (bulk batches)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.db import aclose_old_connections
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from monitor import auth, commands, fanout, presence, protocol, state, timers
+from monitor.sessions import Identity
+from patient_data import events
+from patient_data.conf import conf
+from patient_data.models import CleanupEvent
+
+logger = logging.getLogger("monitor.consumers")
+
+CLOSE_ENDED = 4001
+CLOSE_SIGNED_OUT = 4003
+CLOSE_POLICY = 4008
+#: Codes of frames a working page never sends: many of them close the socket.
+BAD_FRAMES = frozenset({"bad_json", "binary_not_supported", "too_large", "unknown_type"})
+
+
+def cleanup_frame(event: dict[str, Any]) -> tuple[str, bool]:
+    """The frame for a cleanup event, and whether it ended the session."""
+    ended = event.get("action") == CleanupEvent.Action.END_SESSION
+    fields = {key: event.get(key) for key in ("reason", "source", "items_cleared", "keys")}
+    if event.get("session_ref", "-") == "-":  # a bulk run's summary (monitor only)
+        text = protocol.frame("sessions.cleared", sessions=event.get("sessions", 0), **fields)
+        return text, False
+    kind = "session.ended" if ended else "session.cleared"
+    return protocol.frame(kind, session=event["session_ref"], **fields), ended
+
+
+def activity_frame(event: dict[str, Any]) -> str:
+    left = conf.PATIENT_SESSION_TIMEOUT * 60 - (time.time() - event["seen"])
+    return protocol.frame(
+        "session.activity", session=event["session_ref"], idle_seconds_left=round(left, 1)
+    )
+
+
+def presence_frame(event: dict[str, Any]) -> str:
+    return protocol.frame(
+        "presence.changed", session=event["session_ref"], open_tabs=event["open_tabs"]
+    )
+
+
+class _LiveSocket(AsyncWebsocketConsumer):
+    """What both sockets share: frame intake with the rate limit, one answer per command."""
+
+    command_types: frozenset[str] = frozenset()
+    staff = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.identity: Identity | None = None
+        self.closed = False
+        self.limit = protocol.RateLimit(*conf.PATIENT_SOCKET_RATE_LIMIT)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels closes old database connections before every message, a hop through the
+        one sync thread per frame (TRAPS.md); the commands that use the database do it."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def push(self, text: str) -> None:
+        if not self.closed:
+            await self.send(text_data=text)
+
+    async def end(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.close(code)
+
+    async def lost(self) -> None:
+        await self.end(CLOSE_SIGNED_OUT)
+
+    async def _join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups.append(group)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        fanout.unregister(self)
+        await super().websocket_disconnect(message)
+
+    async def run(self, command: protocol.Command) -> str:
+        raise NotImplementedError
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if self.closed:
+            return
+        limit = self.limit.hit()
+        if limit != protocol.OK:
+            if limit == protocol.VIOLATION:
+                return await self.end(CLOSE_POLICY)
+            return await self.push(protocol.error_frame("rate_limited"))
+        command = None
+        try:
+            command = protocol.parse(text_data, bytes_data, self.command_types, staff=self.staff)
+            answer = await self.run(command)
+        except protocol.ProtocolError as error:
+            if error.code in BAD_FRAMES and self.limit.bad():
+                return await self.end(CLOSE_POLICY)
+            answer = protocol.error_frame(error.code, error.command_id)
+        except commands.SessionLost:
+            return await self.end(CLOSE_SIGNED_OUT)
+        except Exception as exc:  # noqa: BLE001 - a failed command never kills the socket
+            logger.error("Socket command failed (%s).", type(exc).__name__)
+            answer = protocol.error_frame("failed", command.id if command else None)
+        await self.push(answer)
+
+    async def patient_session_activity(self, message: dict[str, Any]) -> None:
+        await self.push(activity_frame(message["event"]))
+
+    async def patient_session_presence(self, message: dict[str, Any]) -> None:
+        await self.push(presence_frame(message["event"]))
+
+
+class PatientSessionConsumer(_LiveSocket):
+    """``/ws/patient-session/``: the signed-in user's own session, in every tab."""
+
+    command_types = protocol.SESSION_COMMANDS
+
+    async def connect(self) -> None:
+        await aclose_old_connections()
+        self.identity = auth.identity(self.scope)
+        if self.identity is None:
+            return await self.close()
+        ref = self.identity.ref
+        await self._join(events.session_group(ref))
+        await self.accept()
+        fanout.register(self)
+        timers.attach(ref, self.identity.session_key, self)
+        tabs = await presence.ajoin(ref, self.channel_name)
+        await events.apublish_presence(ref, tabs)
+        data = dict(await self.scope["session"].aitems())  # loaded by the handshake
+        await self.push(state.session_state(ref, data, tabs))
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.identity is not None:
+            ref = self.identity.ref
+            timers.detach(ref, self)
+            if not timers.sockets_of(ref):
+                commands.throttle.forget(ref)
+            tabs = await presence.aleave(ref, self.channel_name)
+            await events.apublish_presence(ref, tabs)
+        await super().websocket_disconnect(message)
+
+    async def run(self, command: protocol.Command) -> str:
+        return await commands.arun_session_command(self.identity, command)
+
+    async def on_cleanup(self, event: dict[str, Any]) -> None:
+        timers.wake(self.identity.ref)
+        text, ended = cleanup_frame(event)
+        await self.push(text)
+        if ended:
+            await self.end(CLOSE_ENDED)
+
+    async def patient_session_event(self, message: dict[str, Any]) -> None:
+        await self.on_cleanup(message["event"])
+
+    async def patient_session_activity(self, message: dict[str, Any]) -> None:
+        timers.wake(self.identity.ref)
+        await super().patient_session_activity(message)
+
+
+class MonitorConsumer(_LiveSocket):
+    """``/ws/monitor/``: the staff dashboard, every session's events and a snapshot."""
+
+    command_types = protocol.STAFF_COMMANDS
+    staff = True
+
+    async def connect(self) -> None:
+        await aclose_old_connections()
+        self.identity = auth.identity(self.scope)
+        if self.identity is None or not await auth.acan_watch(self.identity.user):
+            return await self.close()
+        await self._join(conf.PATIENT_EVENT_GROUP)
+        await self.accept()
+        fanout.register(self)
+        await self.push(await state.asnapshot())
+
+    async def run(self, command: protocol.Command) -> str:
+        return await commands.arun_staff_command(self.identity, command)
+
+    async def patient_session_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        text, ended = cleanup_frame(event)
+        await self.push(text)
+        if ended and event.get("session_ref") == self.identity.ref:
+            await self.end(CLOSE_ENDED)  # never more authorised than its own session

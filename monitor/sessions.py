@@ -1,0 +1,64 @@
+"""A socket's view of its Django session: a fresh load for every decision.
+
+``scope["session"]`` is the handshake's snapshot, and Channels never saves it on a WebSocket;
+whatever a socket decides (a command, a timer) it decides on the session as stored now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import SESSION_KEY, aget_user
+
+from patient_data import index, policy
+from patient_data import meta as session_meta
+from patient_data.refs import session_ref
+from patient_data.registry import get_registry
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a socket belongs to: its user, its session key (never sent) and keyed ref."""
+
+    user: Any
+    session_key: str
+
+    @property
+    def ref(self) -> str:
+        return session_ref(self.session_key)
+
+
+class SessionTarget:
+    """What the cleanup service and ``enforcement`` accept for a socket: a freshly loaded
+    session and its user, as a request would carry them."""
+
+    def __init__(self, session_key: str) -> None:
+        self.session = index.store(session_key)
+        self._user: Any = None
+
+    async def auser(self) -> Any:
+        if self._user is None:
+            self._user = await aget_user(self)
+        return self._user
+
+    async def adata(self) -> dict[str, Any]:
+        return dict(await self.session.aitems())
+
+    async def abelongs_to(self, identity: Identity) -> bool:
+        """Whether the stored session is still signed in as the socket's user."""
+        data = await self.adata()
+        if str(data.get(SESSION_KEY)) != str(identity.user.pk):
+            return False
+        user = await self.auser()
+        return bool(user.is_authenticated and user.is_active)
+
+
+def facts(data: dict[str, Any], now: float) -> policy.Facts:
+    """What the deadlines depend on (``enforcement`` gathers the rest when judging)."""
+    return policy.Facts(
+        now=now,
+        meta=session_meta.read(data),
+        has_patient_data=bool(get_registry().patient_keys(data)),
+        claims_auth=SESSION_KEY in data,
+    )

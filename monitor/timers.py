@@ -1,0 +1,142 @@
+"""Server-pushed timeouts: one timer per session per process, while it has sockets here.
+
+The timer sleeps until the next deadline of ``policy.deadlines`` (minus the warning), then
+loads the session as stored now and lets ``enforcement.aenforce`` judge it exactly as the
+middleware would: activity recorded by any process in the meantime simply moves the deadline.
+``session.activity`` and cleanup events wake it early to look again.
+
+The sockets of a session in this process are kept here too (``sockets_of``): the timer warns
+them directly, and ``monitor.fanout`` hands them bulk cleanups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any, Protocol
+
+from django.contrib.auth import SESSION_KEY
+
+from monitor import protocol
+from monitor.sessions import SessionTarget, facts
+from patient_data import enforcement, policy
+from patient_data.conf import conf
+
+logger = logging.getLogger("monitor.timers")
+
+#: A deadline is acted on this long after it passed, so the judge sees it as reached.
+SLACK = 0.05
+STOP = -1.0
+
+
+class Socket(Protocol):
+    async def push(self, text: str) -> None: ...
+
+    async def lost(self) -> None: ...
+
+
+class SessionTimer:
+    def __init__(self, ref: str, session_key: str) -> None:
+        self.ref = ref
+        self.session_key = session_key
+        self.sockets: set[Socket] = set()
+        #: The deadline each socket was last warned of (a tab opened later is warned too).
+        self.warned: dict[Socket, float] = {}
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def current(self) -> bool:
+        """Still running on this event loop (tests run one loop per test)."""
+        return not self._task.done() and self._task.get_loop() is asyncio.get_running_loop()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        while self.sockets:
+            self._wake.clear()
+            try:
+                delay = await self._step(time.time())
+            except Exception as exc:  # noqa: BLE001 - a failed look is retried, never fatal
+                logger.warning("Session timer failed (%s); retrying.", type(exc).__name__)
+                delay = conf.PATIENT_PRESENCE_HEARTBEAT
+            if delay == STOP:
+                return
+            timeout = None if math.isinf(delay) else delay
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _step(self, now: float) -> float:
+        """Judge the stored session now; how long to sleep (inf: until woken, STOP: done)."""
+        target = SessionTarget(self.session_key)
+        verdict = await enforcement.aenforce(target, source="socket_timer")
+        if verdict.action == policy.END:
+            return STOP  # the cleanup service's session.ended closes the sockets
+        data = await target.adata()
+        if SESSION_KEY not in data:
+            for socket in list(self.sockets):
+                await socket.lost()
+            return STOP
+        deadline = policy.next_deadline(facts(data, now))
+        if deadline is None:
+            return math.inf
+        warn_at = deadline.at - conf.PATIENT_TIMEOUT_WARNING
+        if now < warn_at:
+            return warn_at - now
+        warning = protocol.frame(
+            "session.timeout_warning",
+            session=self.ref,
+            seconds_left=max(0.0, round(deadline.at - now, 1)),
+            reason=deadline.verdict.reason,
+        )
+        for socket in list(self.sockets):
+            if self.warned.get(socket) != deadline.at:
+                self.warned[socket] = deadline.at
+                await socket.push(warning)
+        return max(0.0, deadline.at - now) + SLACK
+
+
+_timers: dict[str, SessionTimer] = {}
+
+
+def attach(ref: str, session_key: str, socket: Socket) -> None:
+    """Count ``socket`` among the session's sockets here, starting its timer if needed."""
+    timer = _timers.get(ref)
+    if timer is None or not timer.current():
+        timer = _timers[ref] = SessionTimer(ref, session_key)
+    timer.sockets.add(socket)
+    timer.wake()
+
+
+def detach(ref: str, socket: Socket) -> None:
+    timer = _timers.get(ref)
+    if timer is None:
+        return
+    timer.sockets.discard(socket)
+    timer.warned.pop(socket, None)
+    if not timer.sockets:
+        timer.stop()
+        del _timers[ref]
+
+
+def wake(ref: str) -> None:
+    """Something happened to the session (activity, a cleanup): look again now."""
+    if (timer := _timers.get(ref)) is not None:
+        timer.wake()
+
+
+def wake_all() -> None:
+    for timer in _timers.values():
+        timer.wake()
+
+
+def sockets_of(ref: str) -> set[Any]:
+    timer = _timers.get(ref)
+    return set(timer.sockets) if timer is not None else set()

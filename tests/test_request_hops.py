@@ -86,7 +86,9 @@ async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops,
         tables, _ = await _page(client, url, queries)
     assert len(tables) == 3
     middleware_hops = [name for name in hops if name.endswith(("_request", "_response", "_view"))]
-    assert len(middleware_hops) == 13  # 7 x process_request, CSRF's process_view, 5 x response
+    assert (
+        len(middleware_hops) == 13
+    )  # 6 x process_request, CSRF's process_view, 6 x process_response
     assert len(hops) == 5 + 13
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from patient_data import audit, epoch, events, guard
 from patient_data import meta as session_meta
+from patient_data.bulk import indexed
 from patient_data.bulk.backends import Backend, Stored, Undecodable
 from patient_data.bulk.selection import (
     DELETE,
@@ -41,6 +42,9 @@ logger = logging.getLogger("patient_data.bulk")
 
 #: How often a session that keeps changing under the sweep is re-read before giving up.
 MAX_ATTEMPTS = 5
+#: ``Sweep(index=...)``: read only the indexed sessions / read all and repair the index.
+READ = "read"
+REPAIR = "repair"
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Sweep:
         dry_run: bool = False,
         remove_undecodable: bool = False,
         advance_epoch: bool = False,
+        index: str | None = None,
         batch_size: int = 1000,
         on_page: Callable[[int], None] | None = None,
         on_cleanup: Callable[[Cleanup], None] | None = None,
@@ -102,6 +107,8 @@ class Sweep:
         self.dry_run = dry_run
         self.remove_undecodable = remove_undecodable
         self.advance_epoch = advance_epoch or not backend.enumerable
+        #: ``read``: only the indexed sessions; ``repair``: all, and the index repaired.
+        self.index = index if backend.enumerable else None
         self.batch_size = batch_size
         self.on_page = on_page or (lambda scanned: None)
         self.on_cleanup = on_cleanup or (lambda cleanup: None)
@@ -113,14 +120,17 @@ class Sweep:
     def run(self) -> Report:
         if self.advance_epoch:
             self._advance_epoch()
+        started = timezone.now()
         if self.backend.enumerable:
-            for page in self.backend.pages(self.batch_size):
+            for page in self._pages():
                 plans = self._page(page)
                 if self.dry_run:
                     self._done(plans)
                 elif plans:
                     self._commit(plans)
                 self.on_page(len(page))
+        if self.index == REPAIR and not self.dry_run:
+            indexed.finish_repair(started)
         if self.report.sessions and not self.dry_run:
             events.publish(self._summary_event())
         return self.report
@@ -137,6 +147,11 @@ class Sweep:
         )
 
     # -- reading and deciding -------------------------------------------------------------
+
+    def _pages(self) -> Iterator[list[Stored]]:
+        if self.index == READ:
+            return indexed.pages(self.backend, self.batch_size)
+        return self.backend.pages(self.batch_size)
 
     def _decode(self, stored: Stored) -> tuple[dict[str, Any], list[str]] | None:
         """The session and its patient keys when it holds patient data; ``({}, [])`` for an
@@ -187,6 +202,9 @@ class Sweep:
                 found.append((stored, *decoded))
         self.report.scanned += len(page)
         self.report.with_patient_data += sum(1 for _, _, keys in found if keys)
+        if self.index == REPAIR and not self.dry_run:
+            # Before the writes: the generation bump of a cleaned session unindexes it again.
+            indexed.confirm((stored.key, data) for stored, data, keys in found if keys)
         return self._plans(found)
 
     # -- writing --------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from patient_data.middleware.auth import AuthenticationMiddleware as OneUserAuth
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 #: Why the adapted class may not run inline under the current settings (None: it may).
-Refusal = Callable[[], "str | None"]
+Refusal = Callable[[], str | None]
 
 
 def _never() -> str | None:

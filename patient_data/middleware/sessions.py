@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponseBase
@@ -59,7 +59,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
             patch_vary_headers(response, ("Cookie",))
         return response
 
-    async def _asave_and_set_cookie(self, session, response: HttpResponseBase) -> None:
+    async def _asave_and_set_cookie(self, session: SessionBase, response: HttpResponseBase) -> None:
         if await session.aget_expire_at_browser_close():
             max_age = expires = None
         else:

@@ -116,6 +116,8 @@ class Sweep:
         self.registry = get_registry()
         self.report = Report(backend.name, dry_run=dry_run)
         self._entries: set[str] = set()
+        #: Sessions of the current page holding patient data and not (yet) cleaned.
+        self._holding: dict[str, dict[str, Any]] = {}
 
     def run(self) -> Report:
         if self.advance_epoch:
@@ -128,6 +130,10 @@ class Sweep:
                     self._done(plans)
                 elif plans:
                     self._commit(plans)
+                if self.index == REPAIR and not self.dry_run:
+                    # What still holds patient data (cleaned sessions left the index with
+                    # their generation bump).
+                    indexed.confirm(self._holding.items())
                 self.on_page(len(page))
         if self.index == REPAIR and not self.dry_run:
             indexed.finish_repair(started)
@@ -202,9 +208,7 @@ class Sweep:
                 found.append((stored, *decoded))
         self.report.scanned += len(page)
         self.report.with_patient_data += sum(1 for _, _, keys in found if keys)
-        if self.index == REPAIR and not self.dry_run:
-            # Before the writes: the generation bump of a cleaned session unindexes it again.
-            indexed.confirm((stored.key, data) for stored, data, keys in found if keys)
+        self._holding = {stored.key: data for stored, data, keys in found if keys}
         return self._plans(found)
 
     # -- writing --------------------------------------------------------------------------
@@ -286,6 +290,7 @@ class Sweep:
         report = self.report
         signal = not self.dry_run and patient_session_cleared.has_listeners(Cleanup)
         for plan in plans:
+            self._holding.pop(plan.stored.key, None)
             cleanup = plan.cleanup
             if plan.decision.reason == UNDECODABLE_SESSION:
                 report.undecodable_removed += 1

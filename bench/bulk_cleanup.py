@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bulk_cleanup.py [--sessions 100000] [--rounds 3]
                                            [--backend sqlite|postgres|redis|all]
+                                           [--routine] [--patient-share 0.40]
 
 For each backend, in separate processes (so each peak RSS is its own): *populate* N sessions
 with a realistic mix (40 % holding patient data, a quarter unauthenticated, 5 % expired),
@@ -16,9 +17,18 @@ measured before the first sweep and after every sweep; each round's ratio is its
 against the mean of the ceilings right before and right after it, and the median round is
 reported, with the others beside it (this machine is shared: single measurements drift).
 
-Backends: ``sqlite`` (throw-away file), ``postgres`` (database ``ncp_bench_bulk`` on
---postgres, recreated), ``redis`` (cache sessions under a throw-away key prefix on --redis,
-audit/state rows in SQLite). Only 127.0.0.1 by default.
+``--routine``: the populated store also gets its index of sessions holding patient data (as
+the guarded engines keep it), and each round runs a *routine* sweep (``cleanup_patient_sessions``
+once the index is repaired: only the indexed sessions are read) and a *full* one
+(``startup_cleanup_patient_sessions``: every session read, the index repaired), each on the
+restored store. Reported: seconds and sessions/s of both (sessions covered: N), the time ratio
+full / routine, and the machine's decode speed (payloads decoded per second, nothing else), so
+figures of different machines can be compared. ``--patient-share``: the share of sessions
+holding patient data (0.40 by default; e.g. 0.01 for a routine day).
+
+Backends: ``sqlite`` (throw-away file), ``postgres`` (database ``--pg-database``, default
+``ncp_bench_bulk``, on --postgres, recreated), ``redis`` (cache sessions under a throw-away
+key prefix on --redis, audit/state rows in SQLite). Only 127.0.0.1 by default.
 """
 
 from __future__ import annotations
@@ -42,10 +52,12 @@ sys.path.insert(0, str(ROOT))
 
 from patient_data.batches import batched  # noqa: E402  (needs ROOT on the path)
 
-PG_DATABASE = "ncp_bench_bulk"
-PG_SNAPSHOT = "ncp_bench_bulk_snapshot"
 CHUNK = 5000
 USERS = 50
+#: Share of sessions holding patient data (``--patient-share``).
+SHARE = float(os.environ.get("BENCH_PATIENT_SHARE", "0.40"))
+#: Whether populate also writes the index (``--routine``).
+INDEXED = os.environ.get("BENCH_INDEXED") == "1"
 
 
 def session_dicts(count: int, users: list[tuple[str, str]], seed: int = 7):
@@ -61,7 +73,7 @@ def session_dicts(count: int, users: list[tuple[str, str]], seed: int = 7):
                 _auth_user_backend="django.contrib.auth.backends.ModelBackend",
                 _auth_user_hash=user_hash,
             )
-        if rng.random() < 0.40:
+        if rng.random() < SHARE:
             seen = now - rng.uniform(0, 3600)
             pid = f"SYN-BE-{index:07d}"
             data.update(
@@ -128,11 +140,26 @@ def populate(count: int) -> dict:
             batch = []
     if batch:
         _store(backend, batch, live, past, settings)
+    if INDEXED:
+        _index(backend)
     connection = connections[Session.objects.db]
     if connection.vendor == "sqlite":  # everything in the file, which is copied as it is
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {"populate_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _index(backend) -> None:
+    """The index the guarded engines would have written, repaired (as after a start-up)."""
+    from django.utils import timezone
+
+    from patient_data.bulk import indexed
+
+    started = timezone.now()
+    for page in backend.pages(CHUNK):
+        found = ((stored.key, backend.decode(stored.raw)) for stored in page)
+        indexed.confirm((key, data) for key, data in found if "current_patient_id" in data)
+    indexed.finish_repair(started)
 
 
 def _store(backend, batch, live, past, settings) -> None:
@@ -177,26 +204,38 @@ def ceiling(count: int) -> dict:
                 backend.encode(cleaned)
         return time.perf_counter() - started
 
+    decoding = 0.0
+
+    def decode(raws) -> float:
+        started = time.perf_counter()
+        for raw in raws:
+            backend.decode(raw)
+        return time.perf_counter() - started
+
     for data, _expired in session_dicts(count, people):
         chunk.append(backend.encode(data))
         if len(chunk) >= CHUNK:
             elapsed += transform(chunk)
+            decoding += decode(chunk)
             chunk = []
     elapsed += transform(chunk)
-    return {"ceiling_rate": count / elapsed}
+    decoding += decode(chunk)
+    return {"ceiling_rate": count / elapsed, "decode_rate": count / decoding}
 
 
-def sweep(count: int) -> dict:
+def sweep(count: int, index: str | None = None) -> dict:
     from patient_data.bulk.backends import backend_for
     from patient_data.bulk.selection import Selection
     from patient_data.bulk.sweep import Sweep
 
     started = time.perf_counter()
-    report = Sweep(backend_for(), Selection(), source="command", batch_size=1000).run()
+    backend = backend_for()
+    report = Sweep(backend, Selection(), source="command", index=index, batch_size=1000).run()
     seconds = time.perf_counter() - started
     return {
         "sweep_seconds": round(seconds, 2),
         "sweep_rate": report.scanned / seconds,
+        "covered_rate": count / seconds,
         "scanned": report.scanned,
         "cleaned": report.sessions,
         "removed_expired": report.deleted,
@@ -205,7 +244,21 @@ def sweep(count: int) -> dict:
     }
 
 
-PHASES = {"populate": populate, "ceiling": ceiling, "sweep": sweep}
+def routine(count: int) -> dict:
+    return sweep(count, index="read")
+
+
+def full(count: int) -> dict:
+    return sweep(count, index="repair")
+
+
+PHASES = {
+    "populate": populate,
+    "ceiling": ceiling,
+    "sweep": sweep,
+    "routine": routine,
+    "full": full,
+}
 
 
 def environment(backend: str, args, var_dir: str, prefix: str) -> dict:
@@ -216,7 +269,7 @@ def environment(backend: str, args, var_dir: str, prefix: str) -> dict:
         "PATIENT_LOG_LEVEL": "WARNING",
     }
     if backend == "postgres":
-        env["DATABASE_URL"] = args.postgres.rsplit("/", 1)[0] + "/" + PG_DATABASE
+        env["DATABASE_URL"] = args.postgres.rsplit("/", 1)[0] + "/" + args.pg_database
     if backend == "redis":
         env.update(
             REDIS_URL=args.redis,
@@ -252,21 +305,23 @@ class Store:
         self.sqlite = Path(var_dir) / "db.sqlite3"
 
     def keep(self) -> None:
+        name = self.args.pg_database
         if self.backend == "postgres":
             _postgres(
                 self.args.postgres,
-                f"DROP DATABASE IF EXISTS {PG_SNAPSHOT}",
-                f"CREATE DATABASE {PG_SNAPSHOT} TEMPLATE {PG_DATABASE}",
+                f"DROP DATABASE IF EXISTS {name}_snapshot",
+                f"CREATE DATABASE {name}_snapshot TEMPLATE {name}",
             )
         elif self.backend == "sqlite":
             shutil.copyfile(self.sqlite, self.sqlite.with_suffix(".snapshot"))
 
     def restore(self, populate) -> None:
+        name = self.args.pg_database
         if self.backend == "postgres":
             _postgres(
                 self.args.postgres,
-                f"DROP DATABASE {PG_DATABASE}",
-                f"CREATE DATABASE {PG_DATABASE} TEMPLATE {PG_SNAPSHOT}",
+                f"DROP DATABASE {name}",
+                f"CREATE DATABASE {name} TEMPLATE {name}_snapshot",
             )
         elif self.backend == "sqlite":
             for suffix in ("-wal", "-shm"):
@@ -278,7 +333,9 @@ class Store:
 
     def discard(self) -> None:
         if self.backend == "postgres":
-            _postgres(self.args.postgres, f"DROP DATABASE IF EXISTS {PG_SNAPSHOT}")
+            _postgres(
+                self.args.postgres, f"DROP DATABASE IF EXISTS {self.args.pg_database}_snapshot"
+            )
         elif self.backend == "redis":
             drop_redis_prefix(self.args.redis, self.prefix)
 
@@ -287,6 +344,8 @@ def run_backend(backend: str, args) -> dict:
     prefix = f"bench-bulk-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="ncp-bench-") as var_dir:
         settings_env = environment(backend, args, var_dir, prefix)
+        settings_env["BENCH_PATIENT_SHARE"] = str(args.patient_share)
+        settings_env["BENCH_INDEXED"] = "1" if args.routine else "0"
         env = {**os.environ, **settings_env}
         for name in ("DATABASE_URL", "REDIS_URL"):
             if name not in settings_env:
@@ -302,13 +361,15 @@ def run_backend(backend: str, args) -> dict:
         if backend == "postgres":
             _postgres(
                 args.postgres,
-                f"DROP DATABASE IF EXISTS {PG_DATABASE}",
-                f"CREATE DATABASE {PG_DATABASE}",
+                f"DROP DATABASE IF EXISTS {args.pg_database}",
+                f"CREATE DATABASE {args.pg_database}",
             )
         store = Store(backend, args, var_dir, prefix)
         try:
             result: dict = {"backend": backend, "sessions": args.sessions, **phase("populate")}
             store.keep()
+            if args.routine:
+                return {**result, **routine_rounds(phase, store, args)}
             ceilings = [phase("ceiling")["ceiling_rate"]]
             sweeps = []
             for round_ in range(args.rounds):
@@ -331,6 +392,42 @@ def run_backend(backend: str, args) -> dict:
     return result
 
 
+def routine_rounds(phase, store: Store, args) -> dict:
+    """Routine and full sweeps on the same restored store, alternating which goes first."""
+    runs: dict[str, list[dict]] = {"routine": [], "full": []}
+    for round_ in range(args.rounds):
+        for number, name in enumerate(["routine", "full"][:: 1 if round_ % 2 == 0 else -1]):
+            if round_ or number:
+                store.restore(lambda: phase("populate"))
+            runs[name].append(phase(name))
+    decode_rate = phase("ceiling")["decode_rate"]
+
+    def median(name: str) -> dict:
+        ordered = sorted(runs[name], key=lambda run: run["sweep_seconds"])
+        return ordered[len(ordered) // 2]
+
+    routine_run, full_run = median("routine"), median("full")
+    return {
+        "routine": routine_run,
+        "full": full_run,
+        "time_ratio": full_run["sweep_seconds"] / routine_run["sweep_seconds"],
+        "decode_rate": decode_rate,
+    }
+
+
+def print_routine(r: dict, share: float) -> None:
+    routine_run, full_run = r["routine"], r["full"]
+    print(
+        f"{r['backend']:<9} {r['sessions']:>9,} {share:>6.0%} "
+        f"{routine_run['sweep_seconds']:>9.2f} {routine_run['covered_rate']:>10,.0f} "
+        f"{routine_run['scanned']:>8,} {full_run['sweep_seconds']:>7.2f} "
+        f"{full_run['covered_rate']:>9,.0f} {r['time_ratio']:>7.1f}x "
+        f"{max(routine_run['peak_rss_mb'], full_run['peak_rss_mb']):>6.0f} MB "
+        f"{r['decode_rate']:>9,.0f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=100_000)
@@ -338,6 +435,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "redis", "all"], default="all")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--pg-database", default="ncp_bench_bulk", help="database to (re)create on --postgres"
+    )
+    parser.add_argument("--routine", action="store_true", help="routine against full sweeps")
+    parser.add_argument("--patient-share", type=float, default=0.40, help="(0.40)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -347,6 +449,15 @@ def main() -> None:
         print(json.dumps(PHASES[args.phase](args.sessions)))
         return
     backends = ["sqlite", "postgres", "redis"] if args.backend == "all" else [args.backend]
+    if args.routine:
+        print(
+            f"{'backend':<9} {'sessions':>9} {'share':>6} {'routine s':>9} {'covered/s':>10} "
+            f"{'read':>8} {'full s':>7} {'covered/s':>9} {'full/routine':>8} {'peak RSS':>9} "
+            f"{'decode/s':>9}"
+        )
+        for backend in backends:
+            print_routine(run_backend(backend, args), args.patient_share)
+        return
     print(
         f"{'backend':<9} {'sessions':>9} {'sweep s':>8} {'sweep/s':>9} {'ceiling/s':>10} "
         f"{'ratio':>6} {'peak RSS':>9} {'cleaned':>8} {'expired':>8} {'errors':>6}  rounds"

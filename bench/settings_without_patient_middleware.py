@@ -1,4 +1,4 @@
-"""Baseline of bench/request_overhead.py: the project's settings minus the patient middlewares."""
+"""ours-bare of bench/request_overhead.py: the project's settings minus the patient middlewares."""
 
 from ncp_asgi.settings import *  # noqa: F403
 from ncp_asgi.settings import MIDDLEWARE as FULL_MIDDLEWARE

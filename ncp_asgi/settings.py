@@ -63,18 +63,22 @@ INSTALLED_APPS = [
     "axes",
 ]
 
+# Django's middlewares, adapted to run without thread hops under ASGI (patient_data.middleware
+# .inline, .sessions: same classes and behaviour; check patient_data.E060 guards the adapter).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "patient_data.middleware.inline.SecurityMiddleware",
+    "patient_data.middleware.sessions.SessionMiddleware",
+    "patient_data.middleware.inline.CommonMiddleware",
+    "patient_data.middleware.inline.CsrfViewMiddleware",
+    "patient_data.middleware.inline.AuthenticationMiddleware",
     "patient_data.middleware.patient_session_security.PatientSessionSecurityMiddleware",
     "patient_data.middleware.patient_session_security.PatientSessionCleanupMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "patient_data.middleware.inline.MessageMiddleware",
+    "patient_data.middleware.inline.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 answer
 ]
+# Cookie storage keeps the messages middleware free of session I/O (E060).
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 ROOT_URLCONF = "ncp_asgi.urls"
 ASGI_APPLICATION = "ncp_asgi.asgi.application"

@@ -7,14 +7,18 @@ from numbers import Real
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from patient_data.conf import conf
 from patient_data.registry import META_KEY
 
 SECURITY = "patient_data.middleware.patient_session_security.PatientSessionSecurityMiddleware"
 CLEANUP = "patient_data.middleware.patient_session_security.PatientSessionCleanupMiddleware"
-SESSION_MW = "django.contrib.sessions.middleware.SessionMiddleware"
-AUTH_MW = "django.contrib.auth.middleware.AuthenticationMiddleware"
+SESSION_MW = "patient_data.middleware.sessions.SessionMiddleware"
+AUTH_MW = "patient_data.middleware.inline.AuthenticationMiddleware"
+# The project's session and auth middlewares, or Django's own that they replace.
+SESSION_MWS = (SESSION_MW, "django.contrib.sessions.middleware.SessionMiddleware")
+AUTH_MWS = (AUTH_MW, "django.contrib.auth.middleware.AuthenticationMiddleware")
 GUARDED_ENGINES = {
     f"patient_data.sessions.{name}"
     for name in ("db", "cached_db", "cache", "file", "signed_cookies")
@@ -67,14 +71,33 @@ def check_middleware(app_configs=None, **kwargs) -> list:
         if name not in middleware:
             errors.append(Error(f"{name} is missing from MIDDLEWARE.", id=check_id))
             continue
-        for required in (SESSION_MW, AUTH_MW):
-            if required not in middleware or middleware.index(required) > middleware.index(name):
+        for required, accepted in ((SESSION_MW, SESSION_MWS), (AUTH_MW, AUTH_MWS)):
+            found = [middleware.index(path) for path in accepted if path in middleware]
+            if not found or min(found) > middleware.index(name):
                 errors.append(
                     Error(
                         f"{name.rsplit('.', 1)[1]} must come after {required} in MIDDLEWARE.",
                         id="patient_data.E008",
                     )
                 )
+    return errors
+
+
+@register(Tags.security)
+def check_inline_middleware(app_configs=None, **kwargs) -> list:
+    """E060 for each middleware adapted by ``patient_data.middleware.inline`` whose hooks
+    would do I/O under the current settings."""
+    errors = []
+    for path in settings.MIDDLEWARE:
+        refusal = getattr(import_string(path), "inline_refusal", None)
+        if refusal is not None and (reason := refusal()):
+            errors.append(
+                Error(
+                    f"{path} cannot run in the event loop: {reason}.",
+                    hint=f"Change the setting, or use {import_string(path).adapts}.",
+                    id="patient_data.E060",
+                )
+            )
     return errors
 
 

@@ -26,7 +26,8 @@ def client_ref(meta_ref: str) -> str:
     return session_ref(f"client:{meta_ref}")
 
 
-def _columns(data: dict[str, Any], session_key: str | None, client_side: bool) -> dict[str, Any]:
+def columns(data: dict[str, Any], session_key: str | None, client_side: bool) -> dict[str, Any]:
+    """The index columns for a stored blob (``items`` 0 and the rest None: not indexed)."""
     keys = get_registry().patient_keys(list(data))
     if not keys:
         return dict.fromkeys(FIELDS) | {"items": 0}
@@ -54,7 +55,7 @@ def update(
     if session_key is None and not client_side and get_registry().patient_keys(list(data)):
         return []  # not stored yet: the nested save that creates the key indexes it
     changed = []
-    for field, value in _columns(data, session_key, client_side).items():
+    for field, value in columns(data, session_key, client_side).items():
         if getattr(state, field) != value:
             setattr(state, field, value)
             changed.append(field)

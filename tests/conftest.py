@@ -7,7 +7,7 @@ import asyncio
 from importlib import import_module
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.commands import flush
@@ -139,3 +139,18 @@ def with_patient_data(logged_in) -> Driver:
     response = logged_in.get("/_test/store/")
     assert response.status_code == 200
     return logged_in
+
+
+@pytest.fixture
+def hops(monkeypatch) -> list[str]:
+    """The name of every function run through ``sync_to_async`` (a thread hop) from now on."""
+    names: list[str] = []
+    original = SyncToAsync.__call__
+
+    async def counting(self, *args, **kwargs):
+        func = getattr(self.func, "__func__", self.func)
+        names.append(getattr(func, "__qualname__", type(func).__name__))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    return names

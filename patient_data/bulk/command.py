@@ -11,11 +11,12 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from patient_data.bulk import indexed
 from patient_data.bulk.backends import Backend, UnsupportedBackend, backend_for
 from patient_data.bulk.limits import batch_size_refusal
 from patient_data.bulk.progress import Progress
 from patient_data.bulk.selection import Selection
-from patient_data.bulk.sweep import Report, Sweep
+from patient_data.bulk.sweep import READ, REPAIR, Report, Sweep
 from patient_data.cleanup import Cleanup
 
 logger = logging.getLogger("patient_data.bulk")
@@ -29,6 +30,9 @@ class BulkCommand(BaseCommand):
     #: Start of the summary line.
     title = ""
     advance_epoch = False
+    #: Whether this command reads every stored session (and repairs the index of sessions
+    #: holding patient data) or, once the index is repaired, only the indexed ones.
+    full = False
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
@@ -81,6 +85,7 @@ class BulkCommand(BaseCommand):
             dry_run=options["dry_run"],
             remove_undecodable=options["force"],
             advance_epoch=self.advance_epoch,
+            index=REPAIR if self.full else self._routine_index(),
             batch_size=options["batch_size"],
             on_page=progress.advance,
             on_cleanup=self._line if verbose else None,
@@ -89,6 +94,11 @@ class BulkCommand(BaseCommand):
             return sweep.run()
         finally:
             progress.finish()
+
+    @staticmethod
+    def _routine_index() -> str | None:
+        # Before a full sweep has repaired the index, a routine sweep reads everything.
+        return READ if indexed.trusted() else None
 
     def _epoch_only(self, options: dict) -> None:
         """An unsupported backend still gets the epoch advance (voids all patient data)."""

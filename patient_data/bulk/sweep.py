@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from patient_data import audit, epoch, events, guard
 from patient_data import meta as session_meta
+from patient_data.bulk import indexed
 from patient_data.bulk.backends import Backend, Stored, Undecodable
 from patient_data.bulk.selection import (
     DELETE,
@@ -42,6 +43,9 @@ logger = logging.getLogger("patient_data.bulk")
 
 #: How often a session that keeps changing under the sweep is re-read before giving up.
 MAX_ATTEMPTS = 5
+#: ``Sweep(index=...)``: read only the indexed sessions / read all and repair the index.
+READ = "read"
+REPAIR = "repair"
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Sweep:
         dry_run: bool = False,
         remove_undecodable: bool = False,
         advance_epoch: bool = False,
+        index: str | None = None,
         batch_size: int = 1000,
         on_page: Callable[[int], None] | None = None,
         on_cleanup: Callable[[Cleanup], None] | None = None,
@@ -106,6 +111,8 @@ class Sweep:
         self.dry_run = dry_run
         self.remove_undecodable = remove_undecodable
         self.advance_epoch = advance_epoch or not backend.enumerable
+        #: ``read``: only the indexed sessions; ``repair``: all, and the index repaired.
+        self.index = index if backend.enumerable else None
         self.batch_size = batch_size
         self.on_page = on_page or (lambda scanned: None)
         self.on_cleanup = on_cleanup or (lambda cleanup: None)
@@ -113,19 +120,28 @@ class Sweep:
         self.registry = get_registry()
         self.report = Report(backend.name, dry_run=dry_run)
         self._entries: set[str] = set()
+        #: Sessions of the current page holding patient data and not (yet) cleaned.
+        self._holding: dict[str, dict[str, Any]] = {}
 
     def run(self) -> Report:
         advanced_at = time.monotonic()
         if self.advance_epoch:
             self._advance_epoch()
+        started = timezone.now()
         if self.backend.enumerable:
-            for page in self.backend.pages(self.batch_size):
+            for page in self._pages():
                 plans = self._page(page)
                 if self.dry_run:
                     self._done(plans)
                 elif plans:
                     self._commit(plans)
+                if self.index == REPAIR and not self.dry_run:
+                    # What still holds patient data (cleaned sessions left the index with
+                    # their generation bump).
+                    indexed.confirm(self._holding.items())
                 self.on_page(len(page))
+        if self.index == REPAIR and not self.dry_run:
+            indexed.finish_repair(started)
         if self.report.sessions and not self.dry_run:
             events.publish(self._summary_event())
         if self.report.epoch is not None and not self.dry_run:
@@ -146,6 +162,11 @@ class Sweep:
         )
 
     # -- reading and deciding -------------------------------------------------------------
+
+    def _pages(self) -> Iterator[list[Stored]]:
+        if self.index == READ:
+            return indexed.pages(self.backend, self.batch_size)
+        return self.backend.pages(self.batch_size)
 
     def _decode(self, stored: Stored) -> tuple[dict[str, Any], list[str]] | None:
         """The session and its patient keys when it holds patient data; ``({}, [])`` for an
@@ -197,6 +218,7 @@ class Sweep:
         self.report.scanned += len(page)
         self.report.with_patient_data += sum(1 for _, _, keys in found if keys)
         self.report.voided_by_epoch += sum(1 for _, data, keys in found if self._void(data, keys))
+        self._holding = {stored.key: data for stored, data, keys in found if keys}
         return self._plans(found)
 
     def _void(self, data: dict[str, Any] | None, keys: list[str]) -> bool:
@@ -284,6 +306,7 @@ class Sweep:
         report = self.report
         signal = not self.dry_run and patient_session_cleared.has_listeners(Cleanup)
         for plan in plans:
+            self._holding.pop(plan.stored.key, None)
             cleanup = plan.cleanup
             if plan.decision.reason == UNDECODABLE_SESSION:
                 report.undecodable_removed += 1

@@ -10,13 +10,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import aget_object_or_404, redirect, render
 
 from patient_data import patient_session
-from patient_data.decorators import patient_data_page
+from patient_data.decorators import login_required, patient_data_page
 from patient_data.forms import PatientSearchForm
 from patient_data.models import DemoPatient
 

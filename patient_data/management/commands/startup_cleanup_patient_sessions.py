@@ -19,6 +19,7 @@ class Command(BulkCommand):
     source = "startup"
     title = "Server startup patient session cleanup"
     advance_epoch = True
+    full = True
 
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)

@@ -1,0 +1,141 @@
+"""Thread hops and queries of a steady-state patient page, on the full middleware stack.
+
+Steady state: the clinician's session is loaded, the patient's data is already in it, and no
+activity write is due. What is left are the hops Django's handler makes itself (the
+``request_started`` signal, closing the response) and one per query.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db.backends.utils import CursorWrapper
+from django.test import AsyncClient, Client, override_settings
+
+from bench.settings_stock import MIDDLEWARE as DJANGO_STACK
+from bench.settings_without_patient_middleware import MIDDLEWARE as WITHOUT_PATIENT_MIDDLEWARE
+from patient_data.models import DemoPatient
+from patient_data.refs import patient_ref
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "hops-test-password-41"
+HANDLER_HOPS = ["Signal.asend.<locals>.sync_send", "HttpResponseBase.close"]
+QUERY_HOP = "QuerySet.get"
+
+
+@pytest.fixture
+def queries(monkeypatch) -> list[str]:
+    """The table of every query run from now on, in any thread."""
+    tables: list[str] = []
+    original = CursorWrapper._execute
+
+    def recording(self, sql, *args):
+        tables.append(sql.split(" FROM ", 1)[1].split()[0] if " FROM " in sql else sql)
+        return original(self, sql, *args)
+
+    monkeypatch.setattr(CursorWrapper, "_execute", recording)
+    return tables
+
+
+@pytest.fixture
+def patient() -> DemoPatient:
+    call_command(
+        "seed_demo", patients=3, password=PASSWORD, staff_password=PASSWORD, stdout=StringIO()
+    )
+    return DemoPatient.objects.order_by("patient_id").first()
+
+
+async def _steady_client(patient: DemoPatient) -> tuple[AsyncClient, str]:
+    """A clinician who searched and opened ``patient`` twice: nothing left to write."""
+    client = AsyncClient()
+    assert await client.alogin(username="clinician", password=PASSWORD)
+    await client.post("/patients/", {"patient_id": patient.patient_id})
+    url = f"/patients/{patient_ref(patient.patient_id)}/"
+    for _ in range(2):
+        assert (await client.get(url)).status_code == 200
+    return client, url
+
+
+async def _page(client: AsyncClient, url: str, queries: list[str]) -> tuple[list[str], object]:
+    queries.clear()
+    response = await client.get(url)
+    assert response.status_code == 200
+    return list(queries), response
+
+
+async def test_a_steady_patient_page_hops_only_for_the_handler_and_its_queries(
+    patient, hops, queries
+):
+    client, url = await _steady_client(patient)
+    hops.clear()
+    tables, response = await _page(client, url, queries)
+    assert response["X-Patient-Data-Page"] == "true"
+    assert settings.SESSION_COOKIE_NAME not in response.cookies  # nothing was saved
+    assert tables == ['"django_session"', '"auth_user"', '"patient_data_demopatient"']
+    assert hops == [HANDLER_HOPS[0], QUERY_HOP, QUERY_HOP, QUERY_HOP, HANDLER_HOPS[1]]
+
+
+async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops, queries):
+    with override_settings(MIDDLEWARE=DJANGO_STACK):
+        client, url = await _steady_client(patient)
+        hops.clear()
+        tables, _ = await _page(client, url, queries)
+    assert len(tables) == 3
+    middleware_hops = [name for name in hops if name.endswith(("_request", "_response", "_view"))]
+    assert (
+        len(middleware_hops) == 13
+    )  # 6 x process_request, CSRF's process_view, 6 x process_response
+    assert len(hops) == 5 + 13
+
+
+async def test_the_patient_middlewares_add_no_query_and_no_hop(patient, hops, queries):
+    client, url = await _steady_client(patient)
+    hops.clear()
+    with_them, _ = await _page(client, url, queries)
+    hops_with_them = list(hops)
+    with override_settings(MIDDLEWARE=WITHOUT_PATIENT_MIDDLEWARE):
+        bare = AsyncClient()  # a client builds its middleware chain once
+        bare.cookies = client.cookies
+        hops.clear()
+        without_them, response = await _page(bare, url, queries)
+    assert "X-Patient-Data-Page" not in response
+    assert with_them == without_them
+    assert hops == hops_with_them
+
+
+async def test_a_post_still_hops_for_csrf_s_view_check(patient, hops):
+    """An unsafe method may parse the body and render the failure view: not in the loop."""
+    client, _ = await _steady_client(patient)
+    hops.clear()
+    response = await client.post("/patients/", {"patient_id": patient.patient_id})
+    assert response.status_code == 302
+    assert "CsrfViewMiddleware.process_view" in hops
+
+
+def test_the_sync_stack_reads_the_user_once(patient, queries):
+    """The middleware asks ``request.user``, the async view's login check ``auser()``."""
+    client = Client()
+    assert client.login(username="clinician", password=PASSWORD)
+    client.post("/patients/", {"patient_id": patient.patient_id})
+    url = f"/patients/{patient_ref(patient.patient_id)}/"
+    client.get(url)
+    queries.clear()
+    assert client.get(url).status_code == 200
+    assert queries.count('"auth_user"') == 1
+
+
+async def test_a_sync_view_after_the_async_middleware_reuses_the_user(patient, queries):
+    client, _ = await _steady_client(patient)
+    queries.clear()
+    response = await client.get("/_test/whoami/")
+    assert response.json() == {"authenticated": True}
+    assert queries.count('"auth_user"') == 1
+
+
+def test_the_settings_use_the_hop_free_stack():
+    assert "patient_data.middleware.sessions.SessionMiddleware" in settings.MIDDLEWARE
+    assert not [path for path in settings.MIDDLEWARE if path.startswith("django.")]

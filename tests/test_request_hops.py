@@ -18,7 +18,7 @@ from django.test import AsyncClient, Client, override_settings
 from bench.settings_stock import MIDDLEWARE as DJANGO_STACK
 from bench.settings_without_patient_middleware import MIDDLEWARE as WITHOUT_PATIENT_MIDDLEWARE
 from patient_data.models import DemoPatient
-from patient_data.refs import patient_ref
+from tests.conftest import sign_in_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,9 +52,10 @@ def patient() -> DemoPatient:
 async def _steady_client(patient: DemoPatient) -> tuple[AsyncClient, str]:
     """A clinician who searched and opened ``patient`` twice: nothing left to write."""
     client = AsyncClient()
-    assert await client.alogin(username="clinician", password=PASSWORD)
+    assert await client.alogin(request=sign_in_request(), username="clinician", password=PASSWORD)
     await client.post("/patients/", {"patient_id": patient.patient_id})
-    url = f"/patients/{patient_ref(patient.patient_id)}/"
+    results = await (await client.asession()).aget("patient_search_results")
+    url = f"/patients/{results[0]['ref']}/"
     for _ in range(2):
         assert (await client.get(url)).status_code == 200
     return client, url
@@ -119,9 +120,9 @@ async def test_a_post_still_hops_for_csrf_s_view_check(patient, hops):
 def test_the_sync_stack_reads_the_user_once(patient, queries):
     """The middleware asks ``request.user``, the async view's login check ``auser()``."""
     client = Client()
-    assert client.login(username="clinician", password=PASSWORD)
+    assert client.login(request=sign_in_request(), username="clinician", password=PASSWORD)
     client.post("/patients/", {"patient_id": patient.patient_id})
-    url = f"/patients/{patient_ref(patient.patient_id)}/"
+    url = f"/patients/{client.session['patient_search_results'][0]['ref']}/"
     client.get(url)
     queries.clear()
     assert client.get(url).status_code == 200

@@ -36,7 +36,8 @@ async def arender(
     must not do.
     """
     user = await request.auser()
-    can_monitor = user.is_authenticated and await user.ahas_perm(MONITOR_PERMISSION)
+    # Staff only: a clinician's pages never pay the permission queries.
+    can_monitor = user.is_staff and await user.ahas_perm(MONITOR_PERMISSION)
     context = {**context, "user": user, "can_monitor": can_monitor}
     return render(request, template, context, status=status)
 

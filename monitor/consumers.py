@@ -54,7 +54,7 @@ def presence_frame(event: dict[str, Any]) -> str:
 class _LiveSocket(AsyncWebsocketConsumer):
     """What both sockets share: frame intake with the rate limit, one answer per command."""
 
-    commands: frozenset[str] = frozenset()
+    command_types: frozenset[str] = frozenset()
     staff = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -87,6 +87,10 @@ class _LiveSocket(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups.append(group)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        fanout.unregister(self)
+        await super().websocket_disconnect(message)
+
     async def run(self, command: protocol.Command) -> str:
         raise NotImplementedError
 
@@ -100,7 +104,7 @@ class _LiveSocket(AsyncWebsocketConsumer):
             return await self.push(protocol.error_frame("rate_limited"))
         command = None
         try:
-            command = protocol.parse(text_data, bytes_data, self.commands, staff=self.staff)
+            command = protocol.parse(text_data, bytes_data, self.command_types, staff=self.staff)
             answer = await self.run(command)
         except protocol.ProtocolError as error:
             if error.code in BAD_FRAMES and self.limit.bad():
@@ -123,7 +127,7 @@ class _LiveSocket(AsyncWebsocketConsumer):
 class PatientSessionConsumer(_LiveSocket):
     """``/ws/patient-session/``: the signed-in user's own session, in every tab."""
 
-    commands = protocol.SESSION_COMMANDS
+    command_types = protocol.SESSION_COMMANDS
 
     async def connect(self) -> None:
         await aclose_old_connections()
@@ -133,7 +137,7 @@ class PatientSessionConsumer(_LiveSocket):
         ref = self.identity.ref
         await self._join(events.session_group(ref))
         await self.accept()
-        fanout.ensure_listening()
+        fanout.register(self)
         timers.attach(ref, self.identity.session_key, self)
         tabs = await presence.ajoin(ref, self.channel_name)
         await events.apublish_presence(ref, tabs)
@@ -144,9 +148,9 @@ class PatientSessionConsumer(_LiveSocket):
         if self.identity is not None:
             ref = self.identity.ref
             timers.detach(ref, self)
-            tabs = await presence.aleave(ref, self.channel_name)
-            if not tabs:
+            if not timers.sockets_of(ref):
                 commands.throttle.forget(ref)
+            tabs = await presence.aleave(ref, self.channel_name)
             await events.apublish_presence(ref, tabs)
         await super().websocket_disconnect(message)
 
@@ -171,7 +175,7 @@ class PatientSessionConsumer(_LiveSocket):
 class MonitorConsumer(_LiveSocket):
     """``/ws/monitor/``: the staff dashboard, every session's events and a snapshot."""
 
-    commands = protocol.STAFF_COMMANDS
+    command_types = protocol.STAFF_COMMANDS
     staff = True
 
     async def connect(self) -> None:
@@ -181,6 +185,7 @@ class MonitorConsumer(_LiveSocket):
             return await self.close()
         await self._join(conf.PATIENT_EVENT_GROUP)
         await self.accept()
+        fanout.register(self)
         await self.push(await state.asnapshot())
 
     async def run(self, command: protocol.Command) -> str:

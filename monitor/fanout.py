@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -25,14 +26,32 @@ logger = logging.getLogger("monitor.fanout")
 RENEW_EVERY = 60.0
 
 _listener: asyncio.Task | None = None
+#: Every open socket of this process (both kinds), for renewing their group memberships.
+_sockets: weakref.WeakSet = weakref.WeakSet()
 
 
-def ensure_listening() -> None:
-    """Start this process's listener (lazily: daphne has no start-up hook)."""
+def register(socket: Any) -> None:
+    """Count an accepted socket in, and start this process's listener (lazily: daphne has no
+    start-up hook)."""
     global _listener
+    _sockets.add(socket)
     loop = asyncio.get_running_loop()
     if _listener is None or _listener.done() or _listener.get_loop() is not loop:
         _listener = loop.create_task(_listen())
+
+
+def unregister(socket: Any) -> None:
+    _sockets.discard(socket)
+
+
+async def astop() -> None:
+    """Stop this process's listener (it restarts with the next socket): a receive left
+    pending on a finished event loop would hold channels-redis' receive lock for good."""
+    global _listener
+    if _listener is not None and not _listener.done():
+        _listener.cancel()
+        await asyncio.gather(_listener, return_exceptions=True)
+    _listener = None
 
 
 async def deliver(message: dict[str, Any]) -> None:
@@ -46,7 +65,7 @@ async def deliver(message: dict[str, Any]) -> None:
 
 async def _renew(layer: Any, channel: str) -> None:
     await layer.group_add(events.PROCESSES_GROUP, channel)
-    for socket in timers.all_sockets():
+    for socket in list(_sockets):
         for group in socket.groups:
             await layer.group_add(group, socket.channel_name)
 

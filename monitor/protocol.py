@@ -115,8 +115,9 @@ VIOLATION = "violation"
 
 
 class RateLimit:
-    """Frames per fixed window for one socket: over ``frames`` a frame is refused, over twice
-    as many (or as many bad frames) the socket is closed (a flood, or a broken client)."""
+    """Frames per fixed window for one socket: over ``frames`` a frame is refused; over twice
+    as many, or over half as many bad frames, the socket is closed (a flood, or a client that
+    does not speak the protocol)."""
 
     def __init__(self, frames: int, seconds: float) -> None:
         self.frames = frames
@@ -140,4 +141,4 @@ class RateLimit:
     def bad(self) -> bool:
         """Count a bad frame; True when there were too many in this window."""
         self._bad += 1
-        return self._bad > self.frames
+        return self._bad > max(1, self.frames // 2)

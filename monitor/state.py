@@ -17,9 +17,6 @@ from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.registry import get_registry
 
-#: The server sets no hidden-tab timeout of its own (0 = none); the field is in the schema.
-HIDDEN_TIMEOUT_SECONDS = 0
-
 
 def _left(at: float | None, now: float) -> float | None:
     return None if at is None else max(0.0, round(at - now, 1))
@@ -48,7 +45,7 @@ def session_state(ref: str, data: dict[str, Any], open_tabs: int, **extra: Any) 
         open_tabs=open_tabs,
         timeout_seconds=conf.PATIENT_SESSION_TIMEOUT * 60,
         warning_seconds=conf.PATIENT_TIMEOUT_WARNING,
-        hidden_timeout_seconds=HIDDEN_TIMEOUT_SECONDS,
+        hidden_timeout_seconds=conf.PATIENT_HIDDEN_TIMEOUT,
         **extra,
     )
 

@@ -42,7 +42,8 @@ class SessionTimer:
         self.ref = ref
         self.session_key = session_key
         self.sockets: set[Socket] = set()
-        self.warned_for: float | None = None
+        #: The deadline each socket was last warned of (a tab opened later is warned too).
+        self.warned: dict[Socket, float] = {}
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -89,15 +90,15 @@ class SessionTimer:
         warn_at = deadline.at - conf.PATIENT_TIMEOUT_WARNING
         if now < warn_at:
             return warn_at - now
-        if self.warned_for != deadline.at:
-            self.warned_for = deadline.at
-            warning = protocol.frame(
-                "session.timeout_warning",
-                session=self.ref,
-                seconds_left=max(0.0, round(deadline.at - now, 1)),
-                reason=deadline.verdict.reason,
-            )
-            for socket in list(self.sockets):
+        warning = protocol.frame(
+            "session.timeout_warning",
+            session=self.ref,
+            seconds_left=max(0.0, round(deadline.at - now, 1)),
+            reason=deadline.verdict.reason,
+        )
+        for socket in list(self.sockets):
+            if self.warned.get(socket) != deadline.at:
+                self.warned[socket] = deadline.at
                 await socket.push(warning)
         return max(0.0, deadline.at - now) + SLACK
 
@@ -119,6 +120,7 @@ def detach(ref: str, socket: Socket) -> None:
     if timer is None:
         return
     timer.sockets.discard(socket)
+    timer.warned.pop(socket, None)
     if not timer.sockets:
         timer.stop()
         del _timers[ref]
@@ -138,7 +140,3 @@ def wake_all() -> None:
 def sockets_of(ref: str) -> set[Any]:
     timer = _timers.get(ref)
     return set(timer.sockets) if timer is not None else set()
-
-
-def all_sockets() -> list[Any]:
-    return [socket for timer in _timers.values() for socket in timer.sockets]

@@ -171,3 +171,60 @@ def sqlite_warnings(databases: dict) -> list:
                 )
             )
     return warnings
+
+
+def _seconds(name: str, check_id: str, *, zero: bool = False) -> list:
+    value = getattr(conf, name)
+    valid = isinstance(value, Real) and not isinstance(value, bool)
+    if valid and (value >= 0 if zero else value > 0):
+        return []
+    wanted = "0 or more" if zero else "a positive number of"
+    return [Error(f"{name} must be {wanted} seconds.", id=check_id)]
+
+
+@register(Tags.security)
+def check_live(app_configs=None, **kwargs) -> list:
+    """The live side's settings: warnings, grace, heartbeats, the socket rate limit."""
+    errors = _seconds("PATIENT_TIMEOUT_WARNING", "patient_data.E030", zero=True)
+    if not errors and _positive(conf.PATIENT_SESSION_TIMEOUT):
+        if conf.PATIENT_TIMEOUT_WARNING >= conf.PATIENT_SESSION_TIMEOUT * 60:
+            errors.append(
+                Error(
+                    "PATIENT_TIMEOUT_WARNING is not shorter than PATIENT_SESSION_TIMEOUT: the "
+                    "page would be warned before any activity could count.",
+                    id="patient_data.E031",
+                )
+            )
+    errors += _seconds("PATIENT_DISCONNECT_GRACE", "patient_data.E032")
+    errors += _seconds("PATIENT_PRESENCE_HEARTBEAT", "patient_data.E033")
+    try:
+        frames, seconds = conf.PATIENT_SOCKET_RATE_LIMIT
+        valid = isinstance(frames, int) and frames > 0 and _positive(seconds)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        errors.append(
+            Error(
+                "PATIENT_SOCKET_RATE_LIMIT must be (frames, seconds), both positive.",
+                hint="e.g. (20, 10): 20 frames per socket per 10 seconds.",
+                id="patient_data.E034",
+            )
+        )
+    return errors
+
+
+@register(Tags.security)
+def check_channel_layer(app_configs=None, **kwargs) -> list:
+    """W030: several processes cannot share the in-memory channel layer."""
+    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    if conf.NCP_WORKERS > 1 and backend.endswith("InMemoryChannelLayer"):
+        return [
+            Warning(
+                f"NCP_WORKERS is {conf.NCP_WORKERS} with the in-memory channel layer: each "
+                "process would see only its own sockets, so cleanups, logouts and timeouts "
+                "would not reach the pages connected to another process.",
+                hint="Set REDIS_URL (channels-redis) or run one process.",
+                id="patient_data.W030",
+            )
+        ]
+    return []

@@ -22,7 +22,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from patient_data import audit, events, guard
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
-from patient_data.registry import META_KEY, get_registry
+from patient_data.registry import get_registry
 from patient_data.signals import patient_session_cleared
 
 logger = logging.getLogger("patient_data.cleanup")
@@ -195,8 +195,7 @@ async def avoid_client_session(
 ) -> int:
     """Clear a client-side session the server cannot load (it lives in a cookie): a new
     generation voids its patient data when the cookie next comes in; announced as usual."""
-    data = {META_KEY: {"ref": meta_ref}}
-    await sync_to_async(guard.bump_and_save)(data, lambda: None)
+    await sync_to_async(guard.bump)(meta_ref)
     cleanup = Cleanup(
         CleanupEvent.Action.CLEAR_PATIENT_DATA,
         reason,

@@ -125,12 +125,18 @@ class Settings:
     def PATIENT_SOCKET_RATE_LIMIT(self) -> tuple[int, float]:
         """``(frames, seconds)``: frames one socket may send per window; more get a
         ``rate_limited`` error, twice as many close the socket (4008)."""
-        return tuple(getattr(settings, "PATIENT_SOCKET_RATE_LIMIT", (20, 10)))
+        return getattr(settings, "PATIENT_SOCKET_RATE_LIMIT", (20, 10))
 
     @cached_property
     def NCP_WORKERS(self) -> int:
         """How many server processes share the channel layer (set by startup_with_cleanup)."""
         return getattr(settings, "NCP_WORKERS", 1)
+
+    @cached_property
+    def PATIENT_HIDDEN_TIMEOUT(self) -> float:
+        """Seconds a hidden tab may stay hidden before the page clears the patient data
+        (reason ``tab_hidden``); 0 turns it off."""
+        return getattr(settings, "PATIENT_HIDDEN_TIMEOUT", 0)
 
 
 conf = Settings()

@@ -105,6 +105,16 @@ def bump_and_save(data: dict[str, Any], save: Callable[[], Any]) -> int:
     return state.generation
 
 
+def bump(ref: str) -> int:
+    """Start a new generation for a session that cannot be loaded here (a client-side one):
+    its patient data is void wherever a copy turns up; the session leaves the index."""
+    with locked_state(ref) as state:
+        state.generation += 1
+        unindexed = indexing.update(state, {}, None)
+        state.save(update_fields=["generation", "updated_at", *unindexed])
+    return state.generation
+
+
 def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:
     """Start a new generation for many sessions at once (bulk cleanup); returns ref -> generation.
 

@@ -11,13 +11,15 @@ import json
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import AsyncClient
 
+from monitor import fanout
 from ncp_asgi.asgi import application
 from patient_data import index
 from patient_data.registry import META_KEY
@@ -38,21 +40,23 @@ def scan(text: str) -> None:
 
 
 @pytest.fixture
-def scanned_frames():
-    """The frames of one test, scanned again at its end."""
+async def scanned_frames():
+    """The frames of one test, scanned again at its end; around it, a fresh channel layer.
+
+    Each test runs its own event loop: the layer (its locks, pools and channels) and this
+    process's fan-out listener start afresh, and are closed inside the test's loop.
+    """
+    channel_layers.backends.clear()
     start = len(RECORDED)
     yield RECORDED
+    await fanout.astop()
+    layer = channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
+    if hasattr(layer, "close_pools"):  # channels-redis: its connections belong to this loop
+        await layer.close_pools()
+    elif layer is not None:
+        await layer.flush()
     for text in RECORDED[start:]:
         scan(text)
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_in_memory_layer():
-    """Each test runs its own event loop: no channel of an earlier loop may linger."""
-    layer = get_channel_layer()
-    if hasattr(layer, "flush"):
-        await layer.flush()
-    yield
 
 
 class Socket:

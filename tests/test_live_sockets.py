@@ -10,9 +10,11 @@ from django.contrib.auth import get_user_model
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
 from tests.live_support import (
+    SESSION_KEYS,
     Socket,
     monitor_socket,
     rewrite,
+    scan,
     scanned_frames,  # noqa: F401 - fixture
     session_key,
     session_socket,
@@ -52,6 +54,7 @@ async def test_the_page_first_gets_its_session_state_without_values(clinician):
     assert state["open_tabs"] == 1
     assert 0 < state["idle_seconds_left"] <= state["timeout_seconds"]
     assert state["absolute_seconds_left"] > 0 and state["session_seconds_left"] > 0
+    assert (state["warning_seconds"], state["hidden_timeout_seconds"]) == (60, 0)
     await socket.close()
 
 
@@ -218,3 +221,30 @@ async def test_staff_acting_on_an_unknown_session_get_an_error(clinician):
     error = await monitor.expect("error")
     assert (error["error"], error["id"]) == ("no_such_session", "u")
     await monitor.close()
+
+
+async def test_the_monitor_follows_activity_and_tabs_of_every_session(clinician):
+    client = await signed_in(clinician)
+    monitor = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
+    page = await session_socket(client)
+    ref = session_ref(session_key(client))
+    assert (await monitor.expect("presence.changed")) == {
+        "v": 1, "type": "presence.changed", "session": ref, "open_tabs": 1
+    }  # fmt: skip
+    await rewrite(client, seen=time.time() - 60)
+    await client.get("/_test/marked/")
+    activity = await monitor.expect("session.activity")
+    assert activity["session"] == ref and activity["idle_seconds_left"] > 0
+    await page.close()
+    assert (await monitor.expect("presence.changed"))["open_tabs"] == 0
+    await monitor.close()
+
+
+def test_the_frame_scan_catches_a_patient_value_and_a_session_key():
+    SESSION_KEYS.add("k" * 32)
+    with pytest.raises(AssertionError):
+        scan('{"v": 1, "note": "SYN-XX-000001"}')
+    with pytest.raises(AssertionError):
+        scan('{"v": 1, "session": "' + "k" * 32 + '"}')
+    SESSION_KEYS.discard("k" * 32)
+    scan('{"v": 1, "keys": ["patient_cda_*"]}')

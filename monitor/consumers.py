@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -23,6 +24,7 @@ logger = logging.getLogger("monitor.consumers")
 CLOSE_ENDED = 4001
 CLOSE_SIGNED_OUT = 4003
 CLOSE_POLICY = 4008
+CLOSE_ERROR = 1011
 #: Codes of frames a working page never sends: many of them close the socket.
 BAD_FRAMES = frozenset({"bad_json", "binary_not_supported", "too_large", "unknown_type"})
 
@@ -61,6 +63,8 @@ class _LiveSocket(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self.identity: Identity | None = None
         self.closed = False
+        self.attached = False  # to this process's timer of its session
+        self.joined = False  # counted by presence
         self.limit = protocol.RateLimit(*conf.PATIENT_SOCKET_RATE_LIMIT)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -87,8 +91,25 @@ class _LiveSocket(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups.append(group)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A failure under the socket (the channel layer's Redis away) ends this socket only,
+        and cleanly: the handshake is refused (HTTP 403) or the socket closed with 1011, so the
+        page reconnects with backoff; never a 500, and nothing of it stays in this process."""
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - logged by type; the socket is gone either way
+            logger.warning("Socket ended by a failure (%s).", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await self.leave()
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": CLOSE_ERROR})
+
+    async def leave(self) -> None:
+        """Forget this socket in this process (called once it closed, however it closed)."""
         fanout.unregister(self)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.leave()
         await super().websocket_disconnect(message)
 
     async def run(self, command: protocol.Command) -> str:
@@ -139,20 +160,24 @@ class PatientSessionConsumer(_LiveSocket):
         await self.accept()
         fanout.register(self)
         timers.attach(ref, self.identity.session_key, self)
+        self.attached = True
         tabs = await presence.ajoin(ref, self.channel_name)
+        self.joined = True
         await events.apublish_presence(ref, tabs)
         data = dict(await self.scope["session"].aitems())  # loaded by the handshake
         await self.push(state.session_state(ref, data, tabs))
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        if self.identity is not None:
-            ref = self.identity.ref
-            timers.detach(ref, self)
-            if not timers.sockets_of(ref):
-                commands.throttle.forget(ref)
-            tabs = await presence.aleave(ref, self.channel_name)
-            await events.apublish_presence(ref, tabs)
-        await super().websocket_disconnect(message)
+    async def leave(self) -> None:
+        await super().leave()
+        if self.attached:
+            self.attached = False
+            timers.detach(self.identity.ref, self)
+            if not timers.sockets_of(self.identity.ref):
+                commands.throttle.forget(self.identity.ref)
+        if self.joined:
+            self.joined = False
+            tabs = await presence.aleave(self.identity.ref, self.channel_name)
+            await events.apublish_presence(self.identity.ref, tabs)
 
     async def run(self, command: protocol.Command) -> str:
         return await commands.arun_session_command(self.identity, command)

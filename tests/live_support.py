@@ -7,12 +7,13 @@ Import the ``scanned_frames`` fixture into a test module to check them once more
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers
+from channels.layers import InMemoryChannelLayer, channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -156,3 +157,18 @@ async def rewrite(client: AsyncClient, **meta: Any) -> None:
     data = dict(await store.aitems())
     await store.aset(META_KEY, {**data[META_KEY], **meta})
     await store.asave()
+
+
+class LayerGoneAway(InMemoryChannelLayer):
+    """An in-memory layer whose receive fails shortly after a socket opened (Redis away)."""
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        await asyncio.sleep(0.3)
+        raise ConnectionError("the channel layer went away")
+
+
+class LayerDown(InMemoryChannelLayer):
+    """An in-memory layer that cannot be reached at all."""
+
+    async def group_add(self, group: str, channel: str) -> None:
+        raise ConnectionError("the channel layer is down")

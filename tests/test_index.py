@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
@@ -136,3 +139,15 @@ def async_list() -> list[index.IndexEntry]:
 
 def index_clear(ref: str) -> int | None:
     return async_to_sync(index.aclear_by_ref)(ref, reason="browser_closed", source="presence")
+
+
+def test_seed_demo_gives_staff_both_monitor_permissions_and_the_clinician_none():
+    call_command("seed_demo", patients=0, password="seed-pass-71", staff_password="seed-pass-71",
+                 stdout=StringIO())  # fmt: skip
+    users = get_user_model().objects
+    staff, clinician = users.get(username="staff"), users.get(username="clinician")
+    assert staff.has_perms(
+        ["patient_data.view_session_monitor", "patient_data.cleanup_any_session"]
+    )
+    assert not clinician.has_perm("patient_data.view_session_monitor")
+    assert not clinician.has_perm("patient_data.cleanup_any_session")

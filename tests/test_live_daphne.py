@@ -67,7 +67,7 @@ class Frames:
 
     async def expect(self, kind: str) -> dict:
         while True:
-            text = await asyncio.wait_for(self.websocket.recv(), timeout=10)
+            text = await asyncio.wait_for(self.websocket.recv(), timeout=30)
             scan(text)
             assert not any(value in text for value in self.forbidden)
             frame = json.loads(text)

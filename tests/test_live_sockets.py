@@ -6,7 +6,9 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import override_settings
 
+from monitor import presence, timers
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
 from tests.live_support import (
@@ -248,3 +250,23 @@ def test_the_frame_scan_catches_a_patient_value_and_a_session_key():
         scan('{"v": 1, "session": "' + "k" * 32 + '"}')
     SESSION_KEYS.discard("k" * 32)
     scan('{"v": 1, "keys": ["patient_cda_*"]}')
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.live_support.LayerGoneAway"}})
+async def test_a_channel_layer_failure_closes_the_socket_and_leaves_nothing_behind(clinician):
+    client = await signed_in(clinician)
+    ref = session_ref(session_key(client))
+    socket = await session_socket(client)
+    assert timers.sockets_of(ref)
+    assert await socket.closed_with() == 1011
+    assert timers.sockets_of(ref) == set()
+    assert await presence.acount(ref) == 0
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.live_support.LayerDown"}})
+async def test_with_the_channel_layer_down_the_handshake_is_refused_not_failed(clinician):
+    client = await signed_in(clinician)
+    socket = Socket("/ws/patient-session/", session_key(client))
+    connected, code = await socket.communicator.connect(timeout=5)
+    assert (connected, code) == (False, 1011)
+    assert timers.sockets_of(session_ref(session_key(client))) == set()

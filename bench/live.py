@@ -272,6 +272,18 @@ async def until(predicate, timeout: float = TIMEOUT) -> bool:
     return True
 
 
+async def settle(sockets: list[Socket], quiet: float = 2.0, timeout: float = 120.0) -> None:
+    """Wait until no frame arrived for ``quiet`` s, so one phase's backlog is not the next's."""
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        now = sum(len(sock.seen) for sock in sockets)
+        if now == seen:
+            return
+        seen = now
+        await asyncio.sleep(quiet)
+
+
 async def until_async(predicate, timeout: float = TIMEOUT) -> bool:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -450,9 +462,11 @@ async def run_daphne(
             "kb_per_socket": (after - before) / (len(widgets) + len(staff)) / 1024,
         }
         for via in ("http", "socket"):
+            await settle(widgets + staff)
             result[f"cleanup_{via}"] = await cleanup_latency(
                 server, widgets, staff, keys, refs, args, via
             )
+        await settle(widgets + staff)
         result["broadcast"] = await daphne_broadcast(widgets, refs)
         closing = time.perf_counter()
         await close_all(widgets + staff)

@@ -191,7 +191,7 @@ class RedisStore(PresenceStore):
             url,
             max_connections=max_connections,
             timeout=5,
-            socket_timeout=2,
+            socket_timeout=5,
             socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0),
         )

@@ -113,11 +113,18 @@ if REDIS_URL:
     # BZPOPMIN on an idle socket (django/channels_redis#422): no read timeout on the layer.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # A pool that makes a burst of a thousand sockets wait for a connection instead
+            # of failing (TRAPS.md, bench/live.py).
+            "BACKEND": "monitor.layers.BlockingPoolRedisChannelLayer",
             "CONFIG": {
-                # redis-py's pool raises at once when its 100 connections are in use: a
-                # thousand sockets closing together need more (TRAPS.md, bench/live.py).
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "max_connections": 200,
+                        "timeout": 20,
+                    }
+                ],
                 "capacity": 1000,
                 "group_expiry": 600,
                 "prefix": os.environ.get("NCP_REDIS_PREFIX", "ncp"),

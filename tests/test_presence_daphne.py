@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 
@@ -40,9 +41,15 @@ def _servers_secret(settings):
 
 
 @pytest.fixture(scope="module")
-def prefix() -> str:
+def prefix():
+    """The servers' Redis key prefix; what they left under it goes once they have stopped."""
     redis_or_skip()
-    return f"test-presence-e2e-{uuid.uuid4().hex[:8]}"
+    prefix = f"test-presence-e2e-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +174,14 @@ async def _reconnect(server: Daphne, key: str):
 
 
 async def test_redis_stopped_while_serving_degrades_only_the_live_view(tmp_path, clinician):
-    redis = OwnRedis(tmp_path)
-    redis.start()
-    server = Daphne(redis.url, "outage", tmp_path / "daphne.log")
+    own_redis = OwnRedis(tmp_path)
+    own_redis.start()
+    server = Daphne(own_redis.url, "outage", tmp_path / "daphne.log")
     try:
         open_all_along = await _session(clinician)
         tab = await open_tab(server, open_all_along)
         assert (await tab.next("session.state"))["open_tabs"] == 1
-        redis.stop(save=True)
+        own_redis.stop(save=True)
 
         cleaned, idle = await _session(clinician), await _session(clinician, idle_for=7200)
         status, body = await sync_to_async(_http)(
@@ -188,7 +195,7 @@ async def test_redis_stopped_while_serving_degrades_only_the_live_view(tmp_path,
         assert "event not published" in server.logged()
         await asyncio.sleep(2 * 2 + 2)  # past two heartbeats and the grace, with Redis away
 
-        redis.start()
+        own_redis.start()
         tab, state = await _reconnect(server, open_all_along)
         assert state["has_patient_data"] is True
         assert await eventually(lambda: _open_tabs(tab, 1))
@@ -204,7 +211,7 @@ async def test_redis_stopped_while_serving_degrades_only_the_live_view(tmp_path,
         await tab.close()
     finally:
         server.stop()
-        redis.stop()
+        own_redis.stop()
 
 
 async def _open_tabs(tab, expected: int) -> bool:

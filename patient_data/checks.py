@@ -7,6 +7,9 @@ from numbers import Real
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.checks.security import base as security_checks
+from django.core.checks.security import csrf as csrf_checks
+from django.test.utils import override_settings
 from django.utils.module_loading import import_string
 
 from patient_data.conf import conf
@@ -99,6 +102,64 @@ def check_inline_middleware(app_configs=None, **kwargs) -> list:
                 )
             )
     return errors
+
+
+#: Django's deploy checks that find its middleware by dotted path. Run as they are, they do not
+#: see the inline adapter's subclasses: they would skip what depends on the middleware (HSTS,
+#: SSL redirect, nosniff, referrer policy, secure CSRF cookie, ...).
+PATH_GATED_DEPLOY_CHECKS = (
+    security_checks.check_sts,
+    security_checks.check_sts_include_subdomains,
+    security_checks.check_sts_preload,
+    security_checks.check_content_type_nosniff,
+    security_checks.check_ssl_redirect,
+    security_checks.check_xframe_deny,
+    security_checks.check_referrer_policy,
+    security_checks.check_cross_origin_opener_policy,
+    csrf_checks.check_csrf_cookie_secure,
+)
+#: Django's "middleware missing" warnings (security.W001-W003, silenced in the settings: they
+#: call the inline subclasses missing), given again by path *or* subclass.
+REQUIRED_MIDDLEWARE = (
+    ("django.middleware.security.SecurityMiddleware", "patient_data.W061"),
+    ("django.middleware.clickjacking.XFrameOptionsMiddleware", "patient_data.W062"),
+    ("django.middleware.csrf.CsrfViewMiddleware", "patient_data.W063"),
+)
+
+
+def _as_django_paths(middleware: list[str]) -> list[str]:
+    return [getattr(import_string(path), "adapts", path) for path in middleware]
+
+
+@register(Tags.security, deploy=True)
+def check_required_middleware(app_configs=None, **kwargs) -> list:
+    """W061-W063: Django's security, clickjacking and CSRF middleware, or their inline
+    subclasses, are in MIDDLEWARE."""
+    present = set(_as_django_paths(list(settings.MIDDLEWARE)))
+    return [
+        Warning(
+            f"{path} is not in MIDDLEWARE (neither Django's class nor its inline subclass).",
+            id=check_id,
+        )
+        for path, check_id in REQUIRED_MIDDLEWARE
+        if path not in present
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_deploy_through_inline_middleware(app_configs=None, **kwargs) -> list:
+    """Django's path-gated deploy checks, run as if each inline class were the class it adapts
+    (what Django reports for its own classes is not repeated)."""
+    middleware = list(settings.MIDDLEWARE)
+    adapted = _as_django_paths(middleware)
+    if adapted == middleware:
+        return []
+    found = []
+    for check in PATH_GATED_DEPLOY_CHECKS:
+        own = {message.id for message in check(app_configs)}
+        with override_settings(MIDDLEWARE=adapted):
+            found += [message for message in check(app_configs) if message.id not in own]
+    return found
 
 
 @register(Tags.security)

@@ -67,7 +67,10 @@ async def _stored_session(data: dict) -> str:
 @MIDDLEWARES
 async def test_a_modified_session_is_saved_with_the_cookie_attributes(middleware):
     with override_settings(
-        SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict"
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_EXPIRE_AT_BROWSER_CLOSE=False,  # the project's default is True: no max-age
     ):
         response = await _run(middleware, _view(_set_foo))
     cookie = response.cookies[COOKIE]

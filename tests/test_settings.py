@@ -131,3 +131,21 @@ def test_deploy_check_raises_nothing_of_ours(tmp_path):
     assert "patient_data." not in output, output
     assert result.returncode == 0, output
     assert "System check identified no issues" in output, output
+
+
+def test_the_deploy_check_still_asks_for_hsts_behind_the_inline_middleware(tmp_path):
+    """Django's HSTS check looks for its SecurityMiddleware by path; the inline subclass in
+    MIDDLEWARE must not make it pass unseen."""
+    env = {**PROD_ENV, "NCP_VAR_DIR": str(tmp_path), "SECURE_HSTS_SECONDS": "0"}
+    result = _manage("check", "--deploy", env=env)
+    output = result.stdout + result.stderr
+    assert "security.W004" in output, output
+
+
+def test_missing_security_middleware_is_reported_by_path_or_subclass(settings):
+    from patient_data import checks
+
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "Csrf" not in m]
+    assert [w.id for w in checks.check_required_middleware()] == ["patient_data.W063"]
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]
+    assert checks.check_required_middleware() == []

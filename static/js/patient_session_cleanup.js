@@ -912,8 +912,9 @@
     } finally {
       setBusy(false);
     }
-    // The audit's source: "socket" for socket commands, the HTTP trigger otherwise.
-    let source = opts.trigger === "shortcut" ? "shortcut" : "api";
+    // The audit's source, as the server records it: "socket" for socket commands, "api" over
+    // HTTP (the trigger the page names there is kept apart, as the audit's client_hint).
+    let source = "api";
     if (result.type === "reply") {
       source = "socket";
     }

@@ -145,12 +145,16 @@ class Server:
         with signing_settings(self.secret):
             ref = session_ref(session_key)
         rows = self._query(
-            "SELECT action, reason, source, items_cleared FROM patient_data_cleanupevent "
+            "SELECT action, reason, source, items_cleared, client_hint "
+            "FROM patient_data_cleanupevent "
             "WHERE session_ref = ? ORDER BY id",
             (ref,),
         )
         return [
-            dict(zip(("action", "reason", "source", "items_cleared"), r, strict=True)) for r in rows
+            dict(
+                zip(("action", "reason", "source", "items_cleared", "client_hint"), r, strict=True)
+            )
+            for r in rows
         ]
 
 

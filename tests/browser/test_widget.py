@@ -27,8 +27,10 @@ def transport(request, page) -> str:
     return request.param
 
 
-def _source(transport: str, http_source: str) -> str:
-    return "socket" if transport == "socket" else http_source
+def _source(transport: str) -> str:
+    """The audit's source is what the server knows; what the page claimed (button, shortcut)
+    is kept apart as ``client_hint`` on the HTTP path."""
+    return "socket" if transport == "socket" else "api"
 
 
 RECORD_EVENTS = """
@@ -54,7 +56,7 @@ def _blanked(page) -> None:
     assert page.locator("[data-patient-data] code").count() == 0
 
 
-def _assert_cleared(page, server, key: str, *, source: str) -> None:
+def _assert_cleared(page, server, key: str, *, source: str, hint: str | None = None) -> None:
     _blanked(page)
     message = page.locator("[data-session-messages] [role=status]")
     assert re.fullmatch(r"Patient data cleared on request \(\d+ items\)\.", message.inner_text())
@@ -62,6 +64,8 @@ def _assert_cleared(page, server, key: str, *, source: str) -> None:
     assert server.session(key)["_auth_user_id"]
     row = server.audit(key)[-1]
     assert (row["reason"], row["source"]) == ("manual_cleanup", source)
+    if hint and source == "api":
+        assert row["client_hint"] == hint
     assert _events(page) == [
         {"reason": "manual_cleanup", "source": source, "items_cleared": row["items_cleared"]}
     ]
@@ -72,7 +76,7 @@ def test_clear_button_clears_the_session_and_the_page(page, server, transport):
     _ready(page)
     key = session_key(page)
     page.get_by_role("button", name="Clear patient data").click()
-    _assert_cleared(page, server, key, source=_source(transport, "api"))
+    _assert_cleared(page, server, key, source=_source(transport))
     screenshot(page, f"widget-cleared-desktop-{transport}")
 
 
@@ -81,7 +85,7 @@ def test_ctrl_shift_c_clears_as_a_shortcut(page, server, transport):
     _ready(page)
     key = session_key(page)
     page.keyboard.press("Control+Shift+C")
-    _assert_cleared(page, server, key, source=_source(transport, "shortcut"))
+    _assert_cleared(page, server, key, source=_source(transport), hint="shortcut")
 
 
 def _assert_ended_by_emergency(page, server, key: str) -> None:
@@ -135,7 +139,7 @@ def test_api_clear_patient_session(page, server, transport):
     key = session_key(page)
     result = page.evaluate("window.clearPatientSession()")
     assert result == {"success": True, "items_cleared": server.audit(key)[-1]["items_cleared"]}
-    _assert_cleared(page, server, key, source=_source(transport, "api"))
+    _assert_cleared(page, server, key, source=_source(transport))
 
 
 def test_api_manual_cleanup_resolves_with_the_server_result(page, server, transport):
@@ -144,7 +148,7 @@ def test_api_manual_cleanup_resolves_with_the_server_result(page, server, transp
     key = session_key(page)
     result = page.evaluate("window.patientSessionCleanup.manualCleanup()")
     assert result["success"] is True and result["items_cleared"] >= 6
-    _assert_cleared(page, server, key, source=_source(transport, "api"))
+    _assert_cleared(page, server, key, source=_source(transport))
 
 
 def test_api_emergency_session_cleanup(page, server, transport):
@@ -167,7 +171,7 @@ def test_api_disable_turns_the_shortcuts_off_and_enable_back_on(page, server, tr
     assert server.patient_keys(key) and _events(page) == []
     page.evaluate("window.patientSessionCleanup.enable()")
     page.keyboard.press("Control+Shift+C")
-    _assert_cleared(page, server, key, source=_source(transport, "shortcut"))
+    _assert_cleared(page, server, key, source=_source(transport), hint="shortcut")
 
 
 def _log_out_elsewhere(page) -> None:

@@ -11,10 +11,8 @@ from typing import Any
 
 from django.contrib.auth import SESSION_KEY, aget_user
 
-from patient_data import index, policy
-from patient_data import meta as session_meta
+from patient_data import index
 from patient_data.refs import session_ref
-from patient_data.registry import get_registry
 
 
 @dataclass(frozen=True)
@@ -55,13 +53,3 @@ class SessionTarget:
             return False
         user = await self.auser()
         return bool(user.is_authenticated and user.is_active)
-
-
-def facts(data: dict[str, Any], now: float) -> policy.Facts:
-    """What the deadlines depend on (``enforcement`` gathers the rest when judging)."""
-    return policy.Facts(
-        now=now,
-        meta=session_meta.read(data),
-        has_patient_data=bool(get_registry().patient_keys(data)),
-        claims_auth=SESSION_KEY in data,
-    )

@@ -11,10 +11,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from monitor import presence, protocol
-from monitor.sessions import facts
 from patient_data import index, policy
 from patient_data import meta as session_meta
 from patient_data.conf import conf
+from patient_data.enforcement import facts
 from patient_data.registry import get_registry
 
 

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 from django.contrib.auth import SESSION_KEY
 
 from monitor import protocol
-from monitor.sessions import SessionTarget, facts
+from monitor.sessions import SessionTarget
 from patient_data import enforcement, policy
 from patient_data.conf import conf
+from patient_data.enforcement import facts
 
 logger = logging.getLogger("monitor.timers")
 

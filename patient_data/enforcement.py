@@ -23,7 +23,9 @@ from patient_data.registry import get_registry
 logger = logging.getLogger("patient_data.middleware.patient_session_security")
 
 
-def _facts(data: dict[str, Any], now: float) -> policy.Facts:
+def facts(data: dict[str, Any], now: float) -> policy.Facts:
+    """What a session's blob says for the policy (the rest is gathered when judging); the
+    live side's timers ask the same for their deadlines."""
     return policy.Facts(
         now=now,
         meta=session_meta.read(data),
@@ -36,15 +38,15 @@ def _user_ok(user: Any) -> bool:
     return bool(user.is_authenticated and user.is_active)
 
 
-def _verified_ref(session: Any, facts: policy.Facts) -> str | None:
+def _verified_ref(session: Any, found: policy.Facts) -> str | None:
     """The ref to look up on the way in, for stores where an older copy can come back by
     itself (see GuardedSessionMixin.verify_generation_on_load); every guarded store is
     checked at save time as well."""
     if not getattr(session, "verify_generation_on_load", False):
         return None
-    if not (facts.claims_auth or facts.has_patient_data):
+    if not (found.claims_auth or found.has_patient_data):
         return None
-    return facts.meta.get("ref")
+    return found.meta.get("ref")
 
 
 #: A copy whose patient data is void already: cleaning it starts no new generation.
@@ -68,18 +70,18 @@ def _log(target: Any, verdict: policy.Verdict, items: int) -> None:
 def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
     """Judge the session of ``target`` now and carry the verdict out (sync)."""
     session = target.session
-    facts = _facts(dict(session.items()), time.time())
-    ref = _verified_ref(session, facts)
+    found = facts(dict(session.items()), time.time())
+    ref = _verified_ref(session, found)
     if ref:
-        facts = replace(facts, ended=revocation.is_ended(ref))
-    if facts.has_patient_data and not facts.ended:
-        facts = replace(
-            facts,
+        found = replace(found, ended=revocation.is_ended(ref))
+    if found.has_patient_data and not found.ended:
+        found = replace(
+            found,
             user_ok=_user_ok(target.user),
             current_epoch=epoch.current(),
             stored_generation=guard.current_generation(ref) if ref else None,
         )
-    verdict = policy.judge(facts)
+    verdict = policy.judge(found)
     if verdict.reason == ENDED:
         cleanup.log_out_ended(target)
     elif verdict.action == policy.END:
@@ -95,18 +97,18 @@ def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
 async def aenforce(target: Any, source: str = "middleware") -> policy.Verdict:
     """Async twin of :func:`enforce` (Django's async session and auth API only)."""
     session = target.session
-    facts = _facts(dict(await session.aitems()), time.time())
-    ref = _verified_ref(session, facts)
+    found = facts(dict(await session.aitems()), time.time())
+    ref = _verified_ref(session, found)
     if ref:
-        facts = replace(facts, ended=await revocation.ais_ended(ref))
-    if facts.has_patient_data and not facts.ended:
-        facts = replace(
-            facts,
+        found = replace(found, ended=await revocation.ais_ended(ref))
+    if found.has_patient_data and not found.ended:
+        found = replace(
+            found,
             user_ok=_user_ok(await target.auser()),
             current_epoch=await epoch.acurrent(),
             stored_generation=await guard.acurrent_generation(ref) if ref else None,
         )
-    verdict = policy.judge(facts)
+    verdict = policy.judge(found)
     if verdict.reason == ENDED:
         await cleanup.alog_out_ended(target)
     elif verdict.action == policy.END:

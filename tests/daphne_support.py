@@ -57,6 +57,37 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def start_daphne(
+    port: int, env: dict[str, str], log: Path | None = None, timeout: float = 30
+) -> subprocess.Popen:
+    """``daphne ncp_asgi.asgi:application`` on 127.0.0.1:``port``, once it accepts connections
+    (output to ``log``, or dropped); RuntimeError when it exits or does not listen in time."""
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(
+            [*command, "ncp_asgi.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log is not None:
+            out.close()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"daphne did not start on port {port}") from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def daphne(env: dict[str, str]) -> Iterator[str]:
     """Migrate, seed three synthetic patients, serve; yields the base URL."""
@@ -65,24 +96,10 @@ def daphne(env: dict[str, str]) -> Iterator[str]:
         env, "seed_demo", "--patients", "3", "--password", PASSWORD, "--staff-password", PASSWORD
     )
     port = _free_port()
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    process = subprocess.Popen(
-        [*command, "ncp_asgi.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("daphne did not start")
-            time.sleep(0.2)
+    try:
+        process = start_daphne(port, env)
+    except RuntimeError as error:
+        pytest.fail(str(error))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -11,15 +11,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 from django.db import connection
 
+from tests.daphne_support import start_daphne
 from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,25 +57,10 @@ class Daphne:
             PATIENT_PRESENCE_HEARTBEAT=str(HEARTBEAT),
             PATIENT_LOG_LEVEL="INFO",
         )
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [*command, "ncp_asgi.asgi:application"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"daphne did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
+        try:
+            self.process = start_daphne(self.port, env, log, timeout=60)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}:\n{log.read_text()}") from None
 
     @property
     def origin(self) -> str:

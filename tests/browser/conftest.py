@@ -19,7 +19,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from django.core import signing
 
 from patient_data.refs import session_ref
 from patient_data.registry import get_registry
+from tests.daphne_support import start_daphne
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "browser-artifacts"
@@ -92,25 +92,10 @@ class Server:
         )
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "ncp_asgi.asgi:application"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"daphne did not start: see {self.log}")
-                time.sleep(0.1)
+        try:
+            self.process = start_daphne(self.port, self.env, self.log)
+        except RuntimeError as error:
+            pytest.fail(f"{error}: see {self.log}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -185,6 +185,21 @@ async def _aclear(
     return _result(target, action, reason, source, actor, keys)
 
 
+def _signed_out(target: Any) -> None:
+    """Both views of the user anonymous once logged out. Django 5.2's ``logout``/``alogout``
+    reset ``request.user`` only, and ``request.auser()`` keeps answering the user they loaded
+    for their signal (Django 6 resets both)."""
+    from django.contrib.auth.models import AnonymousUser
+
+    anonymous = AnonymousUser()
+
+    async def auser() -> AnonymousUser:
+        return anonymous
+
+    target.user = anonymous
+    target.auser = auser
+
+
 def _log_out(target: Any) -> None:
     if isinstance(target, SessionBase):
         target.flush()
@@ -194,6 +209,7 @@ def _log_out(target: Any) -> None:
         logout(target)
     finally:
         setattr(target, ACTIVE_FLAG, False)
+    _signed_out(target)
 
 
 async def _alog_out(target: Any) -> None:
@@ -205,6 +221,7 @@ async def _alog_out(target: Any) -> None:
         await alogout(target)
     finally:
         setattr(target, ACTIVE_FLAG, False)
+    _signed_out(target)
 
 
 def _ended_already(target: Any) -> None:

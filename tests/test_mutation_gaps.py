@@ -16,8 +16,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.test import override_settings
+from django.utils.crypto import salted_hmac
 
-from patient_data import activity, cleanup, index, policy
+from patient_data import activity, cleanup, index, policy, refs
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
@@ -388,3 +389,17 @@ def test_a_recent_stamp_is_not_written_again():
 def test_a_stamp_keeps_the_rest_of_the_bookkeeping():
     session_data = {"patient_summary": {}, META_KEY: {"ref": "r", "gen": 3}}
     assert activity.stamped(session_data, NOW) == {"ref": "r", "gen": 3, "seen": NOW}
+
+
+# Keyed hashes other than the session's (found by `make mutation` on refs.py).
+
+
+@pytest.mark.parametrize(
+    ("ref", "salt"),
+    [(refs.patient_ref, refs.PATIENT_SALT), (refs.address_ref, "patient_data.address_ref")],
+)
+def test_patient_and_address_refs_are_keyed_hashes_under_their_own_salt(ref, salt):
+    secret = conf.PATIENT_SESSION_HASH_KEY
+    expected = salted_hmac(salt, "SYN-XX-000001", secret=secret, algorithm="sha256")
+    assert ref("SYN-XX-000001") == expected.hexdigest()[: refs.REF_LENGTH]
+    assert ref("SYN-XX-000001") != refs.session_ref("SYN-XX-000001")

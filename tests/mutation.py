@@ -44,7 +44,10 @@ TARGETS = {
         "patient_data/activity.py",
         ("tests/test_mutation_gaps.py", "-k", "stamp"),
     ),
-    "registry": Target("patient_data/registry.py", ("tests/test_registry.py",)),
+    "registry": Target(
+        "patient_data/registry.py",
+        ("tests/test_registry.py", "tests/test_mutation_gaps.py", "-k", "registry"),
+    ),
     "policy": Target(
         "patient_data/policy.py",
         (

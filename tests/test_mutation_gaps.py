@@ -22,7 +22,7 @@ from patient_data import activity, cleanup, index, policy, refs
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
-from patient_data.registry import META_KEY
+from patient_data.registry import META_KEY, get_registry
 from patient_data.signals import patient_session_cleared
 from tests.conftest import Driver, browser_with_patient_data
 
@@ -403,3 +403,16 @@ def test_patient_and_address_refs_are_keyed_hashes_under_their_own_salt(ref, sal
     expected = salted_hmac(salt, "SYN-XX-000001", secret=secret, algorithm="sha256")
     assert ref("SYN-XX-000001") == expected.hexdigest()[: refs.REF_LENGTH]
     assert ref("SYN-XX-000001") != refs.session_ref("SYN-XX-000001")
+
+
+# What the registry counts (found by `make mutation` on registry.py).
+
+
+def test_the_registry_finds_exact_and_prefixed_patient_keys_in_order():
+    keys = ["note", "patient_cda_SYN-1", "_auth_user_id", "patient_summary", "my_patient"]
+    assert get_registry().patient_keys(keys) == ["patient_cda_SYN-1", "patient_summary"]
+
+
+def test_registry_entries_go_on_after_an_exact_key():
+    keys = ["patient_summary", "note", "patient_cda_SYN-1"]
+    assert get_registry().entries(keys) == ["patient_cda_*", "patient_summary"]

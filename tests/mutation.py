@@ -111,9 +111,11 @@ class Score:
 
     def line(self) -> str:
         percent = 100 * self.killed / self.relevant if self.relevant else 100.0
+        unfinished = len(self.names("not checked"))
         return (
             f"{self.module}: {self.killed}/{self.relevant} non-equivalent mutants killed "
             f"({percent:.1f} %), {len(self.equivalent)} equivalent"
+            + (f", {unfinished} not run yet (interrupted)" if unfinished else "")
         )
 
 

@@ -180,6 +180,19 @@ def run(module: str, workers: int) -> Score:
     return results(module)
 
 
+def rerun(module: str, workers: int) -> Score:
+    """Run the surviving and untested mutants of the last run of ``module`` again, against
+    the tests as they are now (after adding tests for them)."""
+    workdir = WORK / module
+    shutil.copytree(ROOT / "tests", workdir / "tests", dirs_exist_ok=True)
+    pending = [
+        name for name in results(module).names("survived", "no tests") if name not in EQUIVALENT
+    ]
+    if pending:
+        _mutmut(workdir, "run", "--max-children", str(workers), *pending)
+    return results(module)
+
+
 def results(module: str) -> Score:
     """The score of the last run of ``module`` (read from its mutmut state)."""
     output = _mutmut(WORK / module, "results", "--all", "true", quiet=True)
@@ -210,13 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"any of {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="mutants run at once (1-2 here)")
-    parser.add_argument("--report", action="store_true", help="only print the last results")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--report", action="store_true", help="only print the last results")
+    mode.add_argument(
+        "--again", action="store_true", help="run the last survivors again, with today's tests"
+    )
     options = parser.parse_args(argv)
     if unknown := set(options.modules) - set(TARGETS):
         parser.error(f"unknown module(s): {', '.join(sorted(unknown))}")
     trusted = True
     for module in options.modules or TARGETS:
-        score = results(module) if options.report else run(module, options.workers)
+        if options.report:
+            score = results(module)
+        else:
+            score = (rerun if options.again else run)(module, options.workers)
         trusted = report(score) and trusted
     return 0 if trusted else 1
 

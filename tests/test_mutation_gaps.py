@@ -336,7 +336,8 @@ def test_a_login_exactly_the_absolute_lifetime_old_is_ended():
     assert anonymous == policy.KEEP_VERDICT
 
 
-def test_a_copy_one_generation_behind_is_void_and_the_current_one_is_not():
+def test_a_copy_one_generation_behind_or_of_an_ended_session_is_void():
+    assert _judge(seen=NOW, ended=True) == policy.Verdict(policy.END, "session_ended")
     assert _judge(seen=NOW, gen=1, stored_generation=2) == policy.Verdict(
         policy.CLEAR, "concurrent_cleanup"
     )
@@ -362,6 +363,7 @@ def test_activity_is_written_again_exactly_after_the_write_interval():
     assert not policy.activity_due({"seen": NOW - 14}, NOW)
     assert policy.activity_due({}, NOW)
     assert policy.activity_due({"seen": NOW + 1}, NOW)  # ahead of the clock: rewritten
+    assert not policy.activity_due({"seen": NOW}, NOW)
 
 
 @pytest.mark.parametrize(

@@ -309,6 +309,9 @@ def _judge(**meta_and_facts) -> policy.Verdict:
 def test_patient_data_idle_exactly_the_timeout_is_cleared():
     assert _judge(seen=NOW - 30 * MINUTE) == policy.CLEAR_IDLE
     assert _judge(seen=NOW - 30 * MINUTE + 1) == policy.KEEP_VERDICT
+    with override_settings(PATIENT_SESSION_TIMEOUT=1 / 60):  # one second
+        assert _judge(seen=NOW) == policy.KEEP_VERDICT  # seen this very second: not idle
+        assert _judge(seen=NOW - 1) == policy.CLEAR_IDLE
 
 
 @override_settings(PATIENT_SESSION_TIMEOUT=30, PATIENT_MAX_INACTIVE_TIME=60)
@@ -346,6 +349,9 @@ def test_a_copy_one_generation_behind_or_of_an_ended_session_is_void():
         policy.CLEAR, "patient_data_epoch_advanced"
     )
     assert _judge(seen=NOW, epoch=2, current_epoch=2) == policy.KEEP_VERDICT
+    # Bookkeeping without a stamp predates every cleanup and epoch: void once either moved.
+    assert _judge(seen=NOW, stored_generation=1).reason == "concurrent_cleanup"
+    assert _judge(seen=NOW, current_epoch=1).reason == "patient_data_epoch_advanced"
 
 
 def test_a_stamp_exactly_the_tolerance_ahead_is_trusted_and_one_beyond_is_not():

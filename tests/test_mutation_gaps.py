@@ -424,3 +424,10 @@ def test_the_registry_finds_exact_and_prefixed_patient_keys_in_order():
 def test_registry_entries_go_on_after_an_exact_key():
     keys = ["patient_summary", "note", "patient_cda_SYN-1"]
     assert get_registry().entries(keys) == ["patient_cda_*", "patient_summary"]
+
+
+def test_patient_data_is_cleared_exactly_when_the_user_is_no_longer_active():
+    assert _judge(seen=NOW, user_ok=False) == policy.Verdict(
+        policy.CLEAR, "unauthenticated_session"
+    )
+    assert _judge(seen=NOW, user_ok=False, has_patient_data=False) == policy.KEEP_VERDICT

@@ -354,6 +354,13 @@ def test_a_copy_one_generation_behind_or_of_an_ended_session_is_void():
     assert _judge(seen=NOW, current_epoch=1).reason == "patient_data_epoch_advanced"
 
 
+def test_patient_data_is_cleared_exactly_when_the_user_is_no_longer_active():
+    assert _judge(seen=NOW, user_ok=False) == policy.Verdict(
+        policy.CLEAR, "unauthenticated_session"
+    )
+    assert _judge(seen=NOW, user_ok=False, has_patient_data=False) == policy.KEEP_VERDICT
+
+
 def test_a_stamp_exactly_the_tolerance_ahead_is_trusted_and_one_beyond_is_not():
     tolerance = policy.FUTURE_STAMP_TOLERANCE
     assert policy.elapsed(NOW, NOW + tolerance) == 0.0
@@ -424,10 +431,3 @@ def test_the_registry_finds_exact_and_prefixed_patient_keys_in_order():
 def test_registry_entries_go_on_after_an_exact_key():
     keys = ["patient_summary", "note", "patient_cda_SYN-1"]
     assert get_registry().entries(keys) == ["patient_cda_*", "patient_summary"]
-
-
-def test_patient_data_is_cleared_exactly_when_the_user_is_no_longer_active():
-    assert _judge(seen=NOW, user_ok=False) == policy.Verdict(
-        policy.CLEAR, "unauthenticated_session"
-    )
-    assert _judge(seen=NOW, user_ok=False, has_patient_data=False) == policy.KEEP_VERDICT

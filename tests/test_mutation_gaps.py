@@ -7,6 +7,7 @@ Runs on the configured database (SQLite by default, PostgreSQL with DATABASE_URL
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from importlib import import_module
 
@@ -183,6 +184,20 @@ def test_an_anonymous_cleanup_records_no_actor(driver):
     driver.get("/_test/store/")
     driver.post("/api/clear-patient-session/")
     assert [actor for *_, actor in _audit()] == [None]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_without_an_active_user_is_logged_by_its_ref(
+    with_patient_data, clinician, caplog
+):
+    clinician.is_active = False
+    clinician.save()
+    ref = session_ref(with_patient_data.session_key)
+    with caplog.at_level(logging.WARNING, "patient_data.middleware.patient_session_security"):
+        with_patient_data.get("/_test/plain/")
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"Cleared patient data from unauthenticated session: {ref}"
+    ]
 
 
 class Received:

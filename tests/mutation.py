@@ -63,15 +63,27 @@ TARGETS = {
             "tests/test_middleware.py",
             "tests/test_no_resurrection.py",
             "tests/test_session_lifetime.py",
+            "tests/test_mutation_gaps.py",
         ),
     ),
     "guard": Target(
         "patient_data/guard.py",
-        ("tests/test_no_resurrection.py", "tests/test_mutation_gaps.py", "-k", "not exactly"),
+        (
+            "tests/test_no_resurrection.py",
+            "tests/test_bulk_concurrency.py",
+            "tests/test_mutation_gaps.py",
+            "-k",
+            "not exactly",
+        ),
     ),
     "middleware": Target(
         "patient_data/middleware/patient_session_security.py",
-        ("tests/test_middleware.py", "tests/test_logout.py", "tests/test_mutation_gaps.py"),
+        (
+            "tests/test_middleware.py",
+            "tests/test_logout.py",
+            "tests/test_clear_site_data.py",
+            "tests/test_mutation_gaps.py",
+        ),
     ),
     "cleanup": Target(
         "patient_data/cleanup.py",

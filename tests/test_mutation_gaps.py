@@ -446,3 +446,31 @@ def test_the_registry_finds_exact_and_prefixed_patient_keys_in_order():
 def test_registry_entries_go_on_after_an_exact_key():
     keys = ["patient_summary", "note", "patient_cda_SYN-1"]
     assert get_registry().entries(keys) == ["patient_cda_*", "patient_summary"]
+
+
+# Found by `make mutation` on enforcement.py.
+
+ALLOW_INACTIVE = "django.contrib.auth.backends.AllowAllUsersModelBackend"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inactive_user_loses_patient_data_under_a_backend_that_lets_inactive_users_in(
+    driver, clinician
+):
+    with override_settings(AUTHENTICATION_BACKENDS=[ALLOW_INACTIVE]):
+        browser = browser_with_patient_data(clinician, driver.kind)
+        clinician.is_active = False
+        clinician.save()
+        response = browser.get("/_test/plain/")
+        assert response["X-Patient-Session-Cleared"] == "unauthenticated_session"
+        assert not PATIENT_KEYS & set(browser.stored())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_policy_still_applies_under_an_unguarded_session_engine(driver, clinician):
+    with override_settings(SESSION_ENGINE="django.contrib.sessions.backends.db"):
+        browser = browser_with_patient_data(clinician, driver.kind)
+        browser.rewrite(seen=time.time() - 31 * MINUTE)
+        response = browser.get("/_test/plain/")
+        assert response["X-Patient-Session-Cleared"] == "patient_session_timeout"
+        assert not PATIENT_KEYS & set(browser.stored())

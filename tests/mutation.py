@@ -93,8 +93,17 @@ TARGETS = {
 
 #: Mutants no test can kill, with the reason; measured on the commit docs/mutation.md names.
 #: mutmut numbers mutants per function: after a change to a function, check its entries again.
+_COST_ONLY = "looks the epoch/generation up where judge then ignores it: cost, same verdict"
+_END_LOG = "_log reads the target only for unauthenticated_session, never an END verdict"
 EQUIVALENT = {
     "patient_data.refs.x__keyed__mutmut_13": "hmac takes the digest name in any case (SHA256)",
+    "patient_data.enforcement.x__verified_ref__mutmut_4": "default None for False: both falsy",
+    "patient_data.enforcement.x_enforce__mutmut_21": _COST_ONLY,
+    "patient_data.enforcement.x_aenforce__mutmut_21": _COST_ONLY,
+    "patient_data.enforcement.x_enforce__mutmut_34": _COST_ONLY,
+    "patient_data.enforcement.x_aenforce__mutmut_34": _COST_ONLY,
+    "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
+    "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
 }
 
 KILLED = {"killed", "timeout", "segfault"}

@@ -90,6 +90,7 @@ def test_a_second_clear_of_a_cookie_session_voids_the_cookie_issued_in_between(k
         response = browser.get("/_test/plain/")
         assert response["X-Patient-Session-Cleared"] == "concurrent_cleanup"
         assert not PATIENT_KEYS & set(browser.stored())
+        assert browser.stored()[META_KEY]["gen"] == 2
 
 
 # 26: an older copy coming back after a cleanup, through both stacks (the async one compares

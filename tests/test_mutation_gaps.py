@@ -19,7 +19,7 @@ from django.contrib.auth import SESSION_KEY
 from django.test import override_settings
 from django.utils.crypto import salted_hmac
 
-from patient_data import activity, cleanup, index, policy, refs
+from patient_data import activity, cleanup, guard, index, policy, refs
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
@@ -475,3 +475,37 @@ def test_the_policy_still_applies_under_an_unguarded_session_engine(driver, clin
         response = browser.get("/_test/plain/")
         assert response["X-Patient-Session-Cleared"] == "patient_session_timeout"
         assert not PATIENT_KEYS & set(browser.stored())
+
+
+# Found by `make mutation` on guard.py.
+
+
+def test_a_cleanup_writes_the_stored_session_with_its_own_changes_and_no_patient_data():
+    loaded = {"a": 1, "b": 1, "gone": 1, "patient_summary": {}}
+    mine = {"a": 2, "b": 1, "new": 1}  # changed a, removed gone, added new
+    stored = {"a": 1, "b": 5, "gone": 1, "other": 7, "patient_summary": {}}
+    assert guard.merged(mine, loaded, stored) == {"a": 2, "b": 5, "other": 7, "new": 1}
+    assert guard.merged({"a": 2, "patient_summary": {}}, None, stored) == {"a": 2}
+
+
+def test_a_stale_blob_loses_its_patient_data_and_says_how_much(caplog):
+    data = {"patient_summary": {}, "current_patient_id": "SYN", "note": "kept"}
+    with caplog.at_level(logging.INFO, "patient_data.guard"):
+        assert guard.strip_stale(data, 1) == 2
+    assert data == {"note": "kept", META_KEY: {"gen": 1}}
+    assert caplog.messages == [
+        "Dropped 2 patient data items a concurrent request tried to write back after a cleanup."
+    ]
+    current = {"patient_summary": {}, META_KEY: {"gen": 3}}
+    assert guard.strip_stale(current, 3) == 0
+    assert "patient_summary" in current
+    unstamped = {"patient_summary": {}}
+    assert guard.strip_stale(unstamped, 0) == 0  # no cleanup yet: nothing is stale
+    assert "patient_summary" in unstamped
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("chunk", [1, 500])
+def test_a_bulk_cleanup_starts_the_next_generation_of_each_session_once(chunk):
+    assert guard.bump_many(["r2", "r1", "r2"], chunk=chunk) == {"r1": 1, "r2": 1}
+    assert guard.bump_many(["r1", "r2", "r3"], chunk=chunk) == {"r1": 2, "r2": 2, "r3": 1}

@@ -21,6 +21,7 @@ from django.contrib.sessions.backends.base import SessionBase, UpdateError
 
 from patient_data import audit, events, guard, indexing
 from patient_data import meta as session_meta
+from patient_data.middleware.auth import USER_ATTR
 from patient_data.models import CleanupEvent
 from patient_data.notices import LAST_CLEANUP_ATTR
 from patient_data.refs import session_ref
@@ -63,9 +64,12 @@ def _session_of(target: Any) -> SessionBase:
 
 
 def _actor_id(target: Any, actor: Any) -> int | None:
-    user = actor if actor is not None else getattr(target, "_cached_user", None)
-    if user is None:
-        user = getattr(target, "_acached_user", None)
+    # The user this request loaded already, if any (one shared load with the project's
+    # authentication middleware, else Django's two caches); never a query of its own.
+    user = actor
+    for attr in (USER_ATTR, "_cached_user", "_acached_user"):
+        if user is None:
+            user = getattr(target, attr, None)
     if user is not None and getattr(user, "is_authenticated", False):
         return user.pk
     return None

@@ -396,25 +396,25 @@ def test_activity_is_written_again_exactly_after_the_write_interval():
 
 
 @pytest.mark.parametrize(
-    ("data", "stamped"),
+    ("data", "stamp"),
     [
-        ({}, False),
-        ({"note": "x"}, False),
-        ({SESSION_KEY: "7"}, True),
-        ({"patient_summary": {}}, True),
-        ({SESSION_KEY: "7", "patient_summary": {}}, True),
+        ({}, None),
+        ({"note": "x"}, None),
+        # A login without a recorded start has its absolute lifetime start now.
+        ({SESSION_KEY: "7"}, {"seen": NOW, "login": NOW}),
+        ({"patient_summary": {}}, {"seen": NOW}),
+        ({SESSION_KEY: "7", "patient_summary": {}}, {"seen": NOW, "login": NOW}),
     ],
 )
-def test_only_signed_in_sessions_or_sessions_with_patient_data_get_an_activity_stamp(data, stamped):
-    info = activity.stamped(data, NOW)
-    assert (info == {"seen": NOW}) if stamped else info is None
+def test_only_signed_in_sessions_or_sessions_with_patient_data_get_an_activity_stamp(data, stamp):
+    assert activity.stamped(data, NOW) == stamp
 
 
 def test_a_recent_stamp_is_not_written_again():
-    data = {SESSION_KEY: "7", META_KEY: {"seen": NOW - 1, "ref": "r"}}
+    data = {SESSION_KEY: "7", META_KEY: {"seen": NOW - 1, "ref": "r", "login": NOW - 9}}
     assert activity.stamped(data, NOW) is None
     data[META_KEY]["seen"] = NOW - conf.PATIENT_ACTIVITY_WRITE_INTERVAL
-    assert activity.stamped(data, NOW) == {"seen": NOW, "ref": "r"}
+    assert activity.stamped(data, NOW) == {"seen": NOW, "ref": "r", "login": NOW - 9}
 
 
 def test_a_stamp_keeps_the_rest_of_the_bookkeeping():

@@ -247,6 +247,9 @@ def axe_violations(page) -> list[str]:
     """axe-core (bundled by axe-playwright-python) over the page as it is now."""
     from axe_playwright_python.sync_playwright import Axe
 
+    # Colours are judged as they end up, not halfway through Bootstrap's 0.15 s transitions
+    # (which it turns off for reduced motion).
+    page.emulate_media(reduced_motion="reduce")
     results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS}})
     return [
         f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in results.response["violations"]

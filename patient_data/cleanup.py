@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import SESSION_KEY, alogout, logout
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 
-from patient_data import audit, events, guard, indexing
+from patient_data import audit, events, guard, indexing, revocation
 from patient_data import meta as session_meta
 from patient_data.middleware.auth import USER_ATTR
 from patient_data.models import CleanupEvent
@@ -342,12 +342,20 @@ async def avoid_client_session(
     reason: str,
     source: str,
     actor: Any = None,
+    end: bool = False,
 ) -> int:
     """Clear a client-side session the server cannot load (it lives in a cookie): a new
-    generation voids its patient data when the cookie next comes in; announced as usual."""
-    await sync_to_async(guard.bump)(meta_ref)
+    generation voids its patient data when the cookie next comes in; announced as usual.
+
+    With ``end``, the session's ref is revoked as well (``patient_data.revocation``): the
+    cookie, and every older copy of it, is logged out at its next request.
+    """
+    if end:
+        await revocation.arevoke(meta_ref)
+    else:
+        await sync_to_async(guard.bump)(meta_ref)
     cleanup = Cleanup(
-        CleanupEvent.Action.CLEAR_PATIENT_DATA,
+        CleanupEvent.Action.END_SESSION if end else CleanupEvent.Action.CLEAR_PATIENT_DATA,
         reason,
         source,
         items,
@@ -355,7 +363,7 @@ async def avoid_client_session(
         session_ref,
         _actor_id(None, actor),
     )
-    await _aannounce(cleanup, held_login=False)
+    await _aannounce(cleanup, held_login=end)
     return items
 
 

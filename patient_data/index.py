@@ -80,7 +80,8 @@ async def aclear_by_ref(
     service; the number of items cleared, or None when no such session is indexed.
 
     A client-side session cannot be loaded or flushed here: its generation is bumped, which
-    voids its cookie's patient data at the next request (``verify_generation_on_load``).
+    voids its cookie's patient data at the next request (``verify_generation_on_load``); with
+    ``end`` its ref is revoked too, which logs the cookie out there.
     """
     row = await _arow(session_ref)
     if row is None:
@@ -88,7 +89,7 @@ async def aclear_by_ref(
     if row["session_key"] is None:
         return await cleanup.avoid_client_session(
             row["ref"], session_ref, tuple(row["keys"] or ()), row["items"],
-            reason=reason, source=source, actor=actor,
+            reason=reason, source=source, actor=actor, end=end,
         )  # fmt: skip
     session = store(row["session_key"])
     if end:

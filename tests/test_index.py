@@ -133,6 +133,21 @@ def test_a_client_side_session_is_cleared_by_a_new_generation(clinician):
     assert async_list() == []
 
 
+@override_settings(SESSION_ENGINE="patient_data.sessions.signed_cookies")
+def test_staff_ending_a_client_side_session_logs_its_cookie_out(clinician):
+    browser = browser_with_patient_data(clinician)
+    [entry] = async_list()
+    ended = async_to_sync(index.aclear_by_ref)(
+        entry.session_ref, reason="staff_end_session", source="staff", end=True
+    )
+    assert ended == 3
+    assert browser.get("/_test/whoami/").json() == {"authenticated": False}
+    assert "patient_summary" not in browser.stored()
+    [event] = CleanupEvent.objects.all()
+    recorded = (event.action, event.reason, event.source, event.items_cleared)
+    assert recorded == ("end_session", "staff_end_session", "staff", 3)
+
+
 def async_list() -> list[index.IndexEntry]:
     return async_to_sync(index.alist)()
 

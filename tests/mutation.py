@@ -71,6 +71,7 @@ TARGETS = {
         (
             "tests/test_no_resurrection.py",
             "tests/test_bulk_concurrency.py",
+            "tests/test_index.py",
             "tests/test_mutation_gaps.py",
             "-k",
             "not exactly",

@@ -12,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from patient_data import index, patient_session
+from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent, PatientSessionState
 from patient_data.refs import session_ref
 from patient_data.registry import META_KEY
@@ -48,6 +49,20 @@ async def test_sessions_without_patient_data_are_not_indexed():
     await session.asave()
     assert await index.alist() == []
     assert await PatientSessionState.objects.acount() == 0
+
+
+def test_a_signed_in_session_without_patient_data_gets_no_generation_row():
+    # A login gives the session a ref (to revoke it when it ends) but no patient data: its
+    # saves take no generation lock and leave no row behind (docs/mutation.md, guard).
+    session = SessionStore()
+    session["_auth_user_id"] = "7"
+    session[META_KEY] = session_meta.at_login({}, 1_700_000_000.0)
+    session.save()
+    session["preference"] = "dark"
+    session.save()
+    assert SessionStore(session.session_key).load()["preference"] == "dark"
+    assert not PatientSessionState.objects.exists()
+    assert async_list() == []
 
 
 async def test_a_plain_activity_save_writes_nothing_to_the_index():

@@ -88,7 +88,15 @@ TARGETS = {
     ),
     "cleanup": Target(
         "patient_data/cleanup.py",
-        ("tests/test_logout.py", "tests/test_api.py", "tests/test_mutation_gaps.py"),
+        (
+            "tests/test_logout.py",
+            "tests/test_api.py",
+            "tests/test_mutation_gaps.py",
+            "tests/test_no_resurrection.py",
+            "tests/test_session_lifetime.py",
+            "tests/test_index.py",
+            "tests/test_middleware.py",
+        ),
     ),
 }
 

@@ -96,6 +96,7 @@ TARGETS = {
             "tests/test_session_lifetime.py",
             "tests/test_index.py",
             "tests/test_middleware.py",
+            "tests/test_notices.py",
         ),
     ),
 }

@@ -267,3 +267,10 @@ def test_recorded_activity_is_announced_with_its_session_and_time(with_patient_d
     assert activity["session_ref"] == session_ref(with_patient_data.session_key)
     assert activity["seen"] == with_patient_data.stored()[META_KEY]["seen"]
     assert time.time() - 5 < activity["seen"] <= time.time()
+
+
+def test_patient_data_stored_without_a_sign_in_is_announced_without_a_user(driver):
+    driver.get("/_test/store/")  # the first store creates the session (nothing to announce yet)
+    [stored] = _of_type(_announced(driver, "/_test/store/"), events.STORED_TYPE)
+    assert stored["session_ref"] == session_ref(driver.session_key)
+    assert stored["user"] == ""

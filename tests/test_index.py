@@ -148,6 +148,23 @@ def test_a_client_side_session_is_cleared_by_a_new_generation(clinician):
     assert async_list() == []
 
 
+@override_settings(SESSION_ENGINE="patient_data.sessions.signed_cookies")
+def test_staff_clearing_a_client_side_session_is_audited_with_its_count_and_actor(clinician):
+    browser = browser_with_patient_data(clinician)
+    staff = get_user_model().objects.create(username="staff-index")
+    [entry] = async_list()
+    cleared = async_to_sync(index.aclear_by_ref)(
+        entry.session_ref, reason="staff_cleanup", source="staff", actor=staff
+    )
+    assert cleared == 3
+    event = CleanupEvent.objects.get()
+    assert (event.reason, event.source, event.items_cleared) == ("staff_cleanup", "staff", 3)
+    assert (event.actor_id, event.session_ref) == (staff.pk, entry.session_ref)
+    assert event.keys == ["current_patient_id", "patient_cda_*", "patient_summary"]
+    assert browser.get("/_test/plain/").status_code == 200
+    assert "patient_summary" not in browser.stored()
+
+
 def async_list() -> list[index.IndexEntry]:
     return async_to_sync(index.alist)()
 

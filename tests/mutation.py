@@ -105,6 +105,11 @@ TARGETS = {
 #: mutmut numbers mutants per function: after a change to a function, check its entries again.
 _COST_ONLY = "looks the epoch/generation up where judge then ignores it: cost, same verdict"
 _END_LOG = "_log reads the target only for unauthenticated_session, never an END verdict"
+_SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
+_ONE_DATABASE = "router/atomic given None use the default database, the only one"
+_SQL_CASE = "SQL keywords and unquoted column names are case-insensitive (SQLite, PostgreSQL)"
+_HEADER_CASE = "HTTP header names are case-insensitive (Django's ResponseHeaders too)"
+_MIDDLEWARE = "patient_data.middleware.patient_session_security"
 EQUIVALENT = {
     "patient_data.refs.x__keyed__mutmut_13": "hmac takes the digest name in any case (SHA256)",
     "patient_data.enforcement.x__verified_ref__mutmut_4": "default None for False: both falsy",
@@ -114,6 +119,23 @@ EQUIVALENT = {
     "patient_data.enforcement.x_aenforce__mutmut_34": _COST_ONLY,
     "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
+    "patient_data.guard.x_bump__mutmut_11": _SAME_ROW,
+    "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",
+    "patient_data.guard.x_bump_many__mutmut_6": _ONE_DATABASE,
+    "patient_data.guard.x_bump_many__mutmut_15": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_16": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_18": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_19": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_20": _ONE_DATABASE,
+    f"{_MIDDLEWARE}.x__is_passive__mutmut_3": "default None for False: both falsy",
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_8": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_9": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_24": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_25": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x__username__mutmut_2": "AnonymousUser.get_username() is '' already",
+    f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__acall____mutmut_20": (
+        "default None for False: both falsy"
+    ),
 }
 
 KILLED = {"killed", "timeout", "segfault"}

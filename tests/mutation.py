@@ -135,6 +135,9 @@ EQUIVALENT = {
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_9": _HEADER_CASE,
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_24": _HEADER_CASE,
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_25": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x__is_passive__mutmut_14": "default 'XXXX' for '': neither is 'passive'",
+    f"{_MIDDLEWARE}.x__finish__mutmut_5": "default None for False: both falsy",
+    f"{_MIDDLEWARE}.x__finish__mutmut_16": "the verdict is always set before: no default read",
     f"{_MIDDLEWARE}.x__username__mutmut_2": "AnonymousUser.get_username() is '' already",
     f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__acall____mutmut_20": (
         "default None for False: both falsy"

@@ -71,6 +71,7 @@ TARGETS = {
         (
             "tests/test_no_resurrection.py",
             "tests/test_bulk_concurrency.py",
+            "tests/test_index.py",
             "tests/test_mutation_gaps.py",
             "-k",
             "not exactly",
@@ -87,7 +88,16 @@ TARGETS = {
     ),
     "cleanup": Target(
         "patient_data/cleanup.py",
-        ("tests/test_logout.py", "tests/test_api.py", "tests/test_mutation_gaps.py"),
+        (
+            "tests/test_logout.py",
+            "tests/test_api.py",
+            "tests/test_mutation_gaps.py",
+            "tests/test_no_resurrection.py",
+            "tests/test_session_lifetime.py",
+            "tests/test_index.py",
+            "tests/test_middleware.py",
+            "tests/test_notices.py",
+        ),
     ),
 }
 
@@ -95,6 +105,12 @@ TARGETS = {
 #: mutmut numbers mutants per function: after a change to a function, check its entries again.
 _COST_ONLY = "looks the epoch/generation up where judge then ignores it: cost, same verdict"
 _END_LOG = "_log reads the target only for unauthenticated_session, never an END verdict"
+_SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
+_ONE_DATABASE = "router/atomic given None use the default database, the only one"
+_SQL_CASE = "SQL keywords and unquoted column names are case-insensitive (SQLite, PostgreSQL)"
+_VALUES_FORM = "PostgreSQL then takes the VALUES upsert, valid there too: same rows (checked)"
+_HEADER_CASE = "HTTP header names are case-insensitive (Django's ResponseHeaders too)"
+_MIDDLEWARE = "patient_data.middleware.patient_session_security"
 EQUIVALENT = {
     "patient_data.refs.x__keyed__mutmut_13": "hmac takes the digest name in any case (SHA256)",
     "patient_data.enforcement.x__verified_ref__mutmut_4": "default None for False: both falsy",
@@ -104,6 +120,39 @@ EQUIVALENT = {
     "patient_data.enforcement.x_aenforce__mutmut_34": _COST_ONLY,
     "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
+    "patient_data.guard.x_bump__mutmut_11": _SAME_ROW,
+    "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",
+    "patient_data.guard.x_bump_many__mutmut_6": _ONE_DATABASE,
+    "patient_data.guard.x_bump_many__mutmut_15": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_16": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_18": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_19": _SQL_CASE,
+    "patient_data.guard.x_bump_many__mutmut_20": _ONE_DATABASE,
+    "patient_data.guard.x_bump_many__mutmut_31": _VALUES_FORM,
+    "patient_data.guard.x_bump_many__mutmut_32": _VALUES_FORM,
+    f"{_MIDDLEWARE}.x__is_passive__mutmut_3": "default None for False: both falsy",
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_8": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_9": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_24": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_25": _HEADER_CASE,
+    f"{_MIDDLEWARE}.x__is_passive__mutmut_14": "default 'XXXX' for '': neither is 'passive'",
+    f"{_MIDDLEWARE}.x__finish__mutmut_5": "default None for False: both falsy",
+    f"{_MIDDLEWARE}.x__finish__mutmut_16": "the verdict is always set before: no default read",
+    f"{_MIDDLEWARE}.x__username__mutmut_2": "AnonymousUser.get_username() is '' already",
+    f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__acall____mutmut_20": (
+        "default None for False: both falsy"
+    ),
+}
+
+#: Mutants of code that only runs on PostgreSQL (``make mutation`` is the SQLite pass): left
+#: out of the SQLite score and listed apart; each was applied by hand and seen to fail the
+#: named test on PostgreSQL (the PostgreSQL pass of ``make test`` runs those tests).
+_PG_BULK = "bulk upsert on PostgreSQL: fails tests/test_bulk_backends.py bump_many there"
+PG_ONLY = {
+    "patient_data.guard.x_bump_many__mutmut_33": _PG_BULK,
+    "patient_data.guard.x_bump_many__mutmut_34": _PG_BULK,
+    "patient_data.guard.x_bump_many__mutmut_35": _PG_BULK,
+    "patient_data.guard.x_bump_many__mutmut_36": _PG_BULK,
 }
 
 KILLED = {"killed", "timeout", "segfault"}
@@ -124,18 +173,24 @@ class Score:
 
     @property
     def killed(self) -> int:
-        return len([n for n in self.names(*KILLED) if n not in EQUIVALENT])
+        return len([n for n in self.names(*KILLED) if n not in EQUIVALENT and n not in PG_ONLY])
+
+    @property
+    def postgresql_only(self) -> list[str]:
+        return sorted(name for name in self.statuses if name in PG_ONLY)
 
     @property
     def relevant(self) -> int:
-        return len(self.statuses) - len(self.equivalent)
+        return len(self.statuses) - len(self.equivalent) - len(self.postgresql_only)
 
     def line(self) -> str:
         percent = 100 * self.killed / self.relevant if self.relevant else 100.0
         unfinished = len(self.names("not checked"))
+        pg_only = len(self.postgresql_only)
         return (
             f"{self.module}: {self.killed}/{self.relevant} non-equivalent mutants killed "
             f"({percent:.1f} %), {len(self.equivalent)} equivalent"
+            + (f", {pg_only} PostgreSQL-only (not in the SQLite score)" if pg_only else "")
             + (f", {unfinished} not run yet (interrupted)" if unfinished else "")
         )
 
@@ -207,7 +262,9 @@ def rerun(module: str, workers: int) -> Score:
     workdir = WORK / module
     shutil.copytree(ROOT / "tests", workdir / "tests", dirs_exist_ok=True)
     pending = [
-        name for name in results(module).names("survived", "no tests") if name not in EQUIVALENT
+        name
+        for name in results(module).names("survived", "no tests")
+        if name not in EQUIVALENT and name not in PG_ONLY
     ]
     if pending:
         _mutmut(workdir, "run", "--max-children", str(workers), *pending)
@@ -227,8 +284,10 @@ def report(score: Score) -> bool:
     """Print the score; False when the run cannot be trusted."""
     print(score.line())
     for name in score.names("survived", "no tests", "suspicious", "skipped", "timeout"):
-        if name not in EQUIVALENT:
+        if name not in EQUIVALENT and name not in PG_ONLY:
             print(f"  {score.statuses[name]}: {name}")
+    for name in score.postgresql_only:
+        print(f"  PostgreSQL only ({score.statuses[name]}): {name}: {PG_ONLY[name]}")
     for name in score.equivalent:
         print(f"  equivalent ({score.statuses[name]}): {name}: {EQUIVALENT[name]}")
     broken = [name for name in score.equivalent if score.statuses[name] in KILLED]

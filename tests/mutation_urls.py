@@ -11,6 +11,8 @@ from tests.urls import urlpatterns as base_urlpatterns
 
 OWN_POLICY = "default-src 'self'; img-src 'self' data:; "
 OWN_FRAME_ANCESTORS = "default-src 'self'; frame-ancestors 'self'"
+#: Ends in a reporting group's name (its last letters are not separators to trim).
+OWN_REPORTING = "default-src 'self'; report-to csp-endpoint-X"
 
 
 def _page(policy: str):
@@ -26,6 +28,7 @@ def _page(policy: str):
 urlpatterns = [
     path("_test/own-csp/", _page(OWN_POLICY)),
     path("_test/own-frame-ancestors/", _page(OWN_FRAME_ANCESTORS)),
+    path("_test/own-reporting/", _page(OWN_REPORTING)),
     *base_urlpatterns,
 ]
 

@@ -16,6 +16,14 @@ def test_a_logout_response_asks_the_browser_to_drop_its_copies(with_patient_data
     assert response["Clear-Site-Data"] == '"cache", "storage"'
 
 
+def test_a_session_flushed_by_a_view_also_clears(with_patient_data):
+    # Other code ended the session (no logout signal): the cleanup middleware records it, and
+    # the browser is still told to drop its copies.
+    response = with_patient_data.get("/_test/flush/")
+    assert response["Clear-Site-Data"] == '"cache", "storage"'
+    assert with_patient_data.stored() == {}
+
+
 def test_a_logout_without_patient_data_also_clears(logged_in):
     assert logged_in.post("/accounts/logout/")["Clear-Site-Data"] == '"cache", "storage"'
 

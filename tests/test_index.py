@@ -12,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from patient_data import index, patient_session
+from patient_data import meta as session_meta
 from patient_data.models import CleanupEvent, PatientSessionState
 from patient_data.refs import session_ref
 from patient_data.registry import META_KEY
@@ -48,6 +49,20 @@ async def test_sessions_without_patient_data_are_not_indexed():
     await session.asave()
     assert await index.alist() == []
     assert await PatientSessionState.objects.acount() == 0
+
+
+def test_a_signed_in_session_without_patient_data_gets_no_generation_row():
+    # A login gives the session a ref (to revoke it when it ends) but no patient data: its
+    # saves take no generation lock and leave no row behind (docs/mutation.md, guard).
+    session = SessionStore()
+    session["_auth_user_id"] = "7"
+    session[META_KEY] = session_meta.at_login({}, 1_700_000_000.0)
+    session.save()
+    session["preference"] = "dark"
+    session.save()
+    assert SessionStore(session.session_key).load()["preference"] == "dark"
+    assert not PatientSessionState.objects.exists()
+    assert async_list() == []
 
 
 async def test_a_plain_activity_save_writes_nothing_to_the_index():
@@ -146,6 +161,23 @@ def test_staff_ending_a_client_side_session_logs_its_cookie_out(clinician):
     [event] = CleanupEvent.objects.all()
     recorded = (event.action, event.reason, event.source, event.items_cleared)
     assert recorded == ("end_session", "staff_end_session", "staff", 3)
+
+
+@override_settings(SESSION_ENGINE="patient_data.sessions.signed_cookies")
+def test_staff_clearing_a_client_side_session_is_audited_with_its_count_and_actor(clinician):
+    browser = browser_with_patient_data(clinician)
+    staff = get_user_model().objects.create(username="staff-index")
+    [entry] = async_list()
+    cleared = async_to_sync(index.aclear_by_ref)(
+        entry.session_ref, reason="staff_cleanup", source="staff", actor=staff
+    )
+    assert cleared == 3
+    event = CleanupEvent.objects.get()
+    assert (event.reason, event.source, event.items_cleared) == ("staff_cleanup", "staff", 3)
+    assert (event.actor_id, event.session_ref) == (staff.pk, entry.session_ref)
+    assert event.keys == ["current_patient_id", "patient_cda_*", "patient_summary"]
+    assert browser.get("/_test/plain/").status_code == 200
+    assert "patient_summary" not in browser.stored()
 
 
 def async_list() -> list[index.IndexEntry]:

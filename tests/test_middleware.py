@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth import SESSION_KEY
 from django.test import override_settings
 
-from patient_data import epoch
+from patient_data import epoch, events
+from patient_data.conf import conf
 from patient_data.models import CleanupEvent
+from patient_data.refs import session_ref
 from patient_data.registry import META_KEY
 
 MINUTE = 60
@@ -210,3 +215,62 @@ def test_sync_store_api_stamps_bookkeeping(logged_in):
     logged_in.get("/_test/sync-store/")
     meta = logged_in.stored()[META_KEY]
     assert set(meta) >= {"ref", "since", "seen", "gen", "epoch"}
+
+
+# -- what the middleware announces to the live side (the monitor's group) -------------------
+
+
+def _announced(driver, path: str) -> list[dict]:
+    """The messages a request of ``driver`` to ``path`` sent to the staff monitor's group."""
+    layer = get_channel_layer()
+
+    async def listen() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(conf.PATIENT_EVENT_GROUP, channel)
+        return channel
+
+    async def drain(channel: str) -> list[dict]:
+        messages = []
+        while True:
+            try:
+                messages.append(await asyncio.wait_for(layer.receive(channel), 0.3))
+            except TimeoutError:
+                return messages
+
+    channel = async_to_sync(listen)()
+    assert driver.get(path).status_code == 200
+    return async_to_sync(drain)(channel)
+
+
+def _of_type(messages: list[dict], kind: str) -> list[dict]:
+    return [message["event"] for message in messages if message["type"] == kind]
+
+
+def test_storing_patient_data_is_announced_with_its_session_and_user(logged_in):
+    [stored] = _of_type(_announced(logged_in, "/_test/store/"), events.STORED_TYPE)
+    assert stored["session_ref"] == session_ref(logged_in.session_key)
+    assert stored["user"] == "clinician"
+    assert stored["items"] == 3
+    assert stored["seen"] == logged_in.stored()[META_KEY]["seen"]
+
+
+def test_a_request_that_stores_nothing_announces_no_storage(with_patient_data):
+    with_patient_data.rewrite(seen=time.time() - MINUTE)
+    messages = _announced(with_patient_data, "/_test/plain/")
+    assert _of_type(messages, events.STORED_TYPE) == []
+    assert _of_type(messages, events.ACTIVITY_TYPE)  # the request did announce something
+
+
+def test_recorded_activity_is_announced_with_its_session_and_time(with_patient_data):
+    with_patient_data.rewrite(seen=time.time() - MINUTE)
+    [activity] = _of_type(_announced(with_patient_data, "/_test/plain/"), events.ACTIVITY_TYPE)
+    assert activity["session_ref"] == session_ref(with_patient_data.session_key)
+    assert activity["seen"] == with_patient_data.stored()[META_KEY]["seen"]
+    assert time.time() - 5 < activity["seen"] <= time.time()
+
+
+def test_patient_data_stored_without_a_sign_in_is_announced_without_a_user(driver):
+    driver.get("/_test/store/")  # the first store creates the session (nothing to announce yet)
+    [stored] = _of_type(_announced(driver, "/_test/store/"), events.STORED_TYPE)
+    assert stored["session_ref"] == session_ref(driver.session_key)
+    assert stored["user"] == ""

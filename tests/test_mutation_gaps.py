@@ -289,6 +289,15 @@ def test_a_patient_page_keeps_its_own_policy_and_forbids_framing(logged_in):
 
 @pytest.mark.django_db
 @override_settings(ROOT_URLCONF=ROOT)
+def test_only_separators_are_trimmed_from_a_patient_page_policy(logged_in):
+    response = logged_in.get("/_test/own-reporting/")
+    assert response["Content-Security-Policy"] == (
+        "default-src 'self'; report-to csp-endpoint-X; frame-ancestors 'none'"
+    )
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF=ROOT)
 def test_a_patient_page_with_its_own_frame_ancestors_is_left_alone(logged_in):
     response = logged_in.get("/_test/own-frame-ancestors/")
     assert response["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'self'"

@@ -3,7 +3,9 @@
 The timer sleeps until the next deadline of ``policy.deadlines`` (minus the warning), then
 loads the session as stored now and lets ``enforcement.aenforce`` judge it exactly as the
 middleware would: activity recorded by any process in the meantime simply moves the deadline.
-``session.activity`` and cleanup events wake it early to look again.
+``session.activity`` wakes it early to look again (and an epoch advance wakes them all); a
+cleanup does not: it only removes deadlines or ends the session, so the timer's wait for the
+earlier deadline is never too long.
 
 The sockets of a session in this process are kept here too (``sockets_of``): the timer warns
 them directly, and ``monitor.fanout`` hands them bulk cleanups.

@@ -40,6 +40,16 @@ class SessionTarget:
         # no HTTP request, so they see an empty one naming the socket's path.
         self.META: dict[str, str] = {"PATH_INFO": "/ws/patient-session/"}
 
+    @classmethod
+    def preloaded(cls, session_key: str, data: dict[str, Any], user: Any) -> SessionTarget:
+        """A target whose session and user are the ones a handshake has just loaded (its
+        timer's first judgment then needs no loads of its own)."""
+        target = cls(session_key)
+        target.session._session_cache = dict(data)
+        target.session._as_loaded = dict(data)
+        target._user = user
+        return target
+
     async def auser(self) -> Any:
         if self._user is None:
             self._user = await aget_user(self)

@@ -41,9 +41,11 @@ class Socket(Protocol):
 
 
 class SessionTimer:
-    def __init__(self, ref: str, session_key: str) -> None:
+    def __init__(self, ref: str, session_key: str, first: SessionTarget | None = None) -> None:
         self.ref = ref
         self.session_key = session_key
+        #: The handshake's session and user, judged by the first step instead of a reload.
+        self._first = first
         self.sockets: set[Socket] = set()
         #: The deadline each socket was last warned of (a tab opened later is warned too).
         self.warned: dict[Socket, float] = {}
@@ -78,7 +80,7 @@ class SessionTimer:
 
     async def _step(self, now: float) -> float:
         """Judge the stored session now; how long to sleep (inf: until woken, STOP: done)."""
-        target = SessionTarget(self.session_key)
+        target, self._first = self._first or SessionTarget(self.session_key), None
         verdict = await enforcement.aenforce(target, source="socket_timer")
         if verdict.action == policy.END:
             return STOP  # the cleanup service's session.ended closes the sockets
@@ -109,11 +111,12 @@ class SessionTimer:
 _timers: dict[str, SessionTimer] = {}
 
 
-def attach(ref: str, session_key: str, socket: Socket) -> None:
-    """Count ``socket`` among the session's sockets here, starting its timer if needed."""
+def attach(ref: str, session_key: str, socket: Socket, loaded: SessionTarget | None = None) -> None:
+    """Count ``socket`` among the session's sockets here, starting its timer if needed
+    (``loaded``: the session and user the socket's handshake has just loaded)."""
     timer = _timers.get(ref)
     if timer is None or not timer.current():
-        timer = _timers[ref] = SessionTimer(ref, session_key)
+        timer = _timers[ref] = SessionTimer(ref, session_key, loaded)
     timer.sockets.add(socket)
     timer.wake()
 

@@ -42,8 +42,9 @@ async def _refuse(identity: Identity, command: Command, source: str) -> None:
 
 
 async def _own_session(identity: Identity) -> SessionTarget:
+    """The socket's session as stored now (old database connections closed first)."""
     target = SessionTarget(identity.session_key)
-    if not await target.abelongs_to(identity):
+    if not await target.aopen(identity):
         raise SessionLost
     return target
 
@@ -72,7 +73,6 @@ async def _activity(identity: Identity, command: Command) -> str:
     now = time.time()
     if not throttle.due(identity.ref, now):
         return reply_frame(command, recorded=False)
-    await aclose_old_connections()
     target = await _own_session(identity)
     info = activity.stamped(await target.adata(), now)
     if info is not None:
@@ -86,8 +86,8 @@ async def arun_session_command(identity: Identity, command: Command) -> str:
     """Run a command of the session's own socket; SessionLost when it is signed out."""
     if command.type == "activity":
         return await _activity(identity, command)
-    await aclose_old_connections()
     if command.session is not None and command.session != identity.ref:
+        await aclose_old_connections()
         await _refuse(identity, command, "socket")
     target = await _own_session(identity)
     if command.type == "status":

@@ -10,11 +10,10 @@ import time
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from monitor import auth, commands, fanout, presence, protocol, state, timers
-from monitor.sessions import Identity
+from monitor.sessions import Identity, SessionTarget
 from patient_data import events
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
@@ -65,6 +64,16 @@ def presence_frame(event: dict[str, Any]) -> str:
     return protocol.frame(
         "presence.changed", session=event["session_ref"], open_tabs=event["open_tabs"]
     )
+
+
+def forget_loaded_session(scope: dict[str, Any]) -> None:
+    """Drop what the handshake loaded of the session (its patient data among it): an open
+    socket decides on the session as stored now (``SessionTarget``), never on this copy, so
+    it needs not keep it for its lifetime. Read again, it would simply be loaded again."""
+    session = getattr(scope.get("session"), "_wrapped", None)
+    for name in ("_session_cache", "_as_loaded"):
+        with contextlib.suppress(AttributeError, TypeError):
+            delattr(session, name)
 
 
 class _LiveSocket(AsyncWebsocketConsumer):
@@ -168,20 +177,22 @@ class PatientSessionConsumer(_LiveSocket):
     command_types = protocol.SESSION_COMMANDS
 
     async def connect(self) -> None:
-        await aclose_old_connections()
+        # No aclose_old_connections() here: Channels' AuthMiddleware has just loaded the
+        # session and user in one database_sync_to_async call, which closes them around it.
         self.identity = auth.identity(self.scope)
         if self.identity is None:
             return await self.close()
-        ref = self.identity.ref
+        ref, key = self.identity.ref, self.identity.session_key
+        data = dict(await self.scope["session"].aitems())  # loaded by the handshake
+        forget_loaded_session(self.scope)
         await self._join(events.session_group(ref))
         await self.accept()
         fanout.register(self)
-        timers.attach(ref, self.identity.session_key, self)
+        timers.attach(ref, key, self, SessionTarget.preloaded(key, data, self.identity.user))
         self.attached = True
         tabs = await presence.ajoin(ref, self.channel_name)
         self.joined = True
         await events.apublish_presence(ref, tabs)
-        data = dict(await self.scope["session"].aitems())  # loaded by the handshake
         await self.push(state.session_state(ref, data, tabs))
 
     async def leave(self) -> None:
@@ -200,7 +211,9 @@ class PatientSessionConsumer(_LiveSocket):
         return await commands.arun_session_command(self.identity, command)
 
     async def on_cleanup(self, event: dict[str, Any]) -> None:
-        timers.wake(self.identity.ref)
+        # No timer wake-up: a cleanup only removes deadlines (the patient data's) or ends the
+        # session (these sockets close), so a timer waiting for an earlier deadline looks
+        # again in time; a bulk batch of a thousand sessions costs no session loads.
         text, ended = cleanup_frame(event)
         await self.push(text)
         if ended:
@@ -221,8 +234,8 @@ class MonitorConsumer(_LiveSocket):
     staff = True
 
     async def connect(self) -> None:
-        await aclose_old_connections()
-        self.identity = auth.identity(self.scope)
+        self.identity = auth.identity(self.scope)  # old connections closed: see above
+        forget_loaded_session(self.scope)
         if self.identity is None or not await auth.acan_watch(self.identity.user):
             return await self.close()
         await self._join(conf.PATIENT_EVENT_GROUP)

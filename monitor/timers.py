@@ -3,7 +3,9 @@
 The timer sleeps until the next deadline of ``policy.deadlines`` (minus the warning), then
 loads the session as stored now and lets ``enforcement.aenforce`` judge it exactly as the
 middleware would: activity recorded by any process in the meantime simply moves the deadline.
-``session.activity`` and cleanup events wake it early to look again.
+``session.activity`` wakes it early to look again (and an epoch advance wakes them all); a
+cleanup does not: it only removes deadlines or ends the session, so the timer's wait for the
+earlier deadline is never too long.
 
 The sockets of a session in this process are kept here too (``sockets_of``): the timer warns
 them directly, and ``monitor.fanout`` hands them bulk cleanups.
@@ -39,44 +41,84 @@ class Socket(Protocol):
 
 
 class SessionTimer:
-    def __init__(self, ref: str, session_key: str) -> None:
+    """One session's deadlines in this process. No task of its own while it waits: the
+    event loop's timer heap holds one handle per session (``call_later``), and a short task
+    runs each look. A thousand open sessions cost a thousand handles, not a thousand
+    sleeping tasks."""
+
+    __slots__ = (
+        "_again",
+        "_first",
+        "_handle",
+        "_look",
+        "_loop",
+        "_stopped",
+        "ref",
+        "session_key",
+        "sockets",
+        "warned",
+    )
+
+    def __init__(self, ref: str, session_key: str, first: SessionTarget | None = None) -> None:
         self.ref = ref
         self.session_key = session_key
+        #: The handshake's session and user, judged by the first step instead of a reload.
+        self._first = first
         self.sockets: set[Socket] = set()
         #: The deadline each socket was last warned of (a tab opened later is warned too).
         self.warned: dict[Socket, float] = {}
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._look: asyncio.Task | None = None
+        self._again = False  # woken while looking: look once more
+        self._stopped = False
 
     def current(self) -> bool:
         """Still running on this event loop (tests run one loop per test)."""
-        return not self._task.done() and self._task.get_loop() is asyncio.get_running_loop()
+        return not self._stopped and self._loop is asyncio.get_running_loop()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Look again now (once the look under way, if any, is done)."""
+        if self._stopped or self._loop.is_closed():  # a finished test's loop
+            return
+        if self._look is not None:
+            self._again = True
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._look = self._loop.create_task(self._run())
 
     def stop(self) -> None:
-        self._task.cancel()
+        self._stopped = True
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._look is not None:
+            self._look.cancel()
 
     async def _run(self) -> None:
-        while self.sockets:
-            self._wake.clear()
-            try:
-                delay = await self._step(time.time())
-            except Exception as exc:  # noqa: BLE001 - a failed look is retried, never fatal
-                logger.warning("Session timer failed (%s); retrying.", type(exc).__name__)
-                delay = conf.PATIENT_PRESENCE_HEARTBEAT
-            if delay == STOP:
-                return
-            timeout = None if math.isinf(delay) else delay
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+        delay = math.inf
+        try:
+            while self.sockets and not self._stopped:
+                self._again = False
+                try:
+                    delay = await self._step(time.time())
+                except Exception as exc:  # noqa: BLE001 - a failed look is retried, never fatal
+                    logger.warning("Session timer failed (%s); retrying.", type(exc).__name__)
+                    delay = conf.PATIENT_PRESENCE_HEARTBEAT
+                if delay == STOP:
+                    self._stopped = True
+                    return
+                if not self._again:
+                    break
+        finally:
+            self._look = None
+        if self.sockets and not self._stopped and not math.isinf(delay):
+            self._handle = self._loop.call_later(delay, self.wake)
 
     async def _step(self, now: float) -> float:
         """Judge the stored session now; how long to sleep (inf: until woken, STOP: done)."""
-        target = SessionTarget(self.session_key)
+        target, self._first = self._first or SessionTarget(self.session_key), None
         verdict = await enforcement.aenforce(target, source="socket_timer")
         if verdict.action == policy.END:
             return STOP  # the cleanup service's session.ended closes the sockets
@@ -107,11 +149,12 @@ class SessionTimer:
 _timers: dict[str, SessionTimer] = {}
 
 
-def attach(ref: str, session_key: str, socket: Socket) -> None:
-    """Count ``socket`` among the session's sockets here, starting its timer if needed."""
+def attach(ref: str, session_key: str, socket: Socket, loaded: SessionTarget | None = None) -> None:
+    """Count ``socket`` among the session's sockets here, starting its timer if needed
+    (``loaded``: the session and user the socket's handshake has just loaded)."""
     timer = _timers.get(ref)
     if timer is None or not timer.current():
-        timer = _timers[ref] = SessionTimer(ref, session_key)
+        timer = _timers[ref] = SessionTimer(ref, session_key, loaded)
     timer.sockets.add(socket)
     timer.wake()
 

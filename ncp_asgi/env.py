@@ -52,12 +52,40 @@ def local_secret_key(path: Path) -> str:
     return path.read_text().strip()
 
 
-def database_from_url(url: str, base_dir: Path) -> dict:
-    """Turn ``postgres://user:pw@host:port/name`` or ``sqlite:///path`` into a DATABASES entry."""
+def env_number(name: str, default: float, *, integer: bool = False) -> float:
+    """A number from the environment; a clear error for anything else."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind}.") from None
+
+
+def postgres_pool(max_size: int, timeout: float) -> dict | None:
+    """Options of Django's psycopg connection pool (``OPTIONS["pool"]``), or None for none.
+
+    Under ASGI Django runs each request's synchronous work in a thread of its own, and each
+    such thread opens its own connection: without a bound, a burst of requests opens more
+    connections than the server allows and the excess fail. With the pool a request waits up
+    to ``timeout`` seconds for one of ``max_size`` connections (per process).
+    """
+    if max_size <= 0:
+        return None
+    return {"min_size": min(2, max_size), "max_size": max_size, "timeout": timeout}
+
+
+def database_from_url(url: str, base_dir: Path, *, pool: dict | None = None) -> dict:
+    """Turn ``postgres://user:pw@host:port/name`` or ``sqlite:///path`` into a DATABASES entry
+    (``pool``: the PostgreSQL connection pool's options, see :func:`postgres_pool`)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    options = dict(parse_qsl(parts.query))
+    options: dict = dict(parse_qsl(parts.query))
     if scheme in {"postgres", "postgresql", "pgsql"}:
+        if pool is not None:
+            options["pool"] = dict(pool)
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "postgres",

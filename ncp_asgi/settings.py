@@ -18,8 +18,10 @@ from ncp_asgi.env import (
     database_from_url,
     env_bool,
     env_list,
+    env_number,
     local_secret_key,
     packaged_bootstrap_dir,
+    postgres_pool,
     sqlite_database,
 )
 
@@ -99,8 +101,17 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
+# PostgreSQL connections per process (Django's psycopg pool; 0: no pool, one connection per
+# request thread, unbounded): requests wait up to DATABASE_POOL_TIMEOUT s for one, then get
+# a 503. Keep NCP_WORKERS x DATABASE_POOL_MAX_SIZE below the server's max_connections.
+DATABASE_POOL_MAX_SIZE = int(env_number("DATABASE_POOL_MAX_SIZE", 20, integer=True))
+DATABASE_POOL_TIMEOUT = env_number("DATABASE_POOL_TIMEOUT", 10.0)
 DATABASES = {
-    "default": database_from_url(DATABASE_URL, BASE_DIR)
+    "default": database_from_url(
+        DATABASE_URL,
+        BASE_DIR,
+        pool=postgres_pool(DATABASE_POOL_MAX_SIZE, DATABASE_POOL_TIMEOUT),
+    )
     if DATABASE_URL
     else sqlite_database(VAR_DIR / "db.sqlite3")
 }

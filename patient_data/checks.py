@@ -367,3 +367,58 @@ def check_cleanup_rate_limits(app_configs=None, **kwargs) -> list:
 def check_page_timers(app_configs=None, **kwargs) -> list:
     """E050: the page's hidden-tab timer is a number of seconds, 0 meaning off."""
     return _seconds("PATIENT_HIDDEN_TIMEOUT", "patient_data.E050", zero=True)
+
+
+def _pools(databases: dict) -> list[tuple[str, dict, dict]]:
+    """(alias, settings, pool options) of every database with a connection pool."""
+    found = []
+    for alias, database in databases.items():
+        pool = (database.get("OPTIONS") or {}).get("pool")
+        if pool:
+            found.append((alias, database, pool if isinstance(pool, dict) else {}))
+    return found
+
+
+@register()  # not Tags.database: Django runs those only when asked for (migrate, --database)
+def check_database_pool(app_configs=None, **kwargs) -> list:
+    """E070-E072: a PostgreSQL connection pool Django would refuse only at the first request
+    (every request then failing), or one that cannot hand out a connection."""
+    return pool_errors(settings.DATABASES)
+
+
+def pool_errors(databases: dict) -> list:
+    """The E070-E072 errors of ``databases`` (a ``DATABASES`` setting)."""
+    errors = []
+    for alias, database, pool in _pools(databases):
+        if database.get("CONN_MAX_AGE", 0) != 0:
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}] has a connection pool and CONN_MAX_AGE="
+                    f"{database.get('CONN_MAX_AGE')!r}: Django refuses persistent connections "
+                    "with a pool, at the first query of every request.",
+                    hint="Drop conn_max_age from DATABASE_URL, or set DATABASE_POOL_MAX_SIZE=0.",
+                    id="patient_data.E070",
+                )
+            )
+        try:
+            import psycopg_pool  # noqa: F401
+        except ImportError:
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}] has a connection pool but psycopg_pool is not "
+                    "installed.",
+                    hint="Install psycopg[pool] (requirements.txt), or DATABASE_POOL_MAX_SIZE=0.",
+                    id="patient_data.E071",
+                )
+            )
+        size, timeout = pool.get("max_size", 1), pool.get("timeout", 30)
+        if not (_positive(size) and _positive(timeout)):
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}]: the pool's max_size ({size!r}) and timeout "
+                    f"({timeout!r} s) must be positive.",
+                    hint="DATABASE_POOL_MAX_SIZE >= 1 (0: no pool), DATABASE_POOL_TIMEOUT > 0.",
+                    id="patient_data.E072",
+                )
+            )
+    return errors

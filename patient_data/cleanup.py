@@ -175,18 +175,33 @@ def _clear(
     return _result(target, action, reason, source, actor, keys)
 
 
+def _persist_and_record(session: SessionBase, bump: bool, cleanup: Cleanup) -> bool | None:
+    """The async path's one trip to the sync world: persist, then (as ``_announce`` would)
+    the audit row. None when the session is gone; else whether the row was written."""
+    if not _persist(session, bump=bump):
+        return None
+    if _ends_something(cleanup, SESSION_KEY in session._get_session()):
+        audit.record(cleanup)
+        return True
+    return False
+
+
 async def _aclear(
     target: Any, action: str, reason: str, source: str, actor: Any, bump: bool = True
-) -> Cleanup | None:
+) -> tuple[Cleanup, bool] | None:
+    """Remove and persist; the cleanup and whether its audit row is written already (one
+    thread hop for both), or None when the session was ended already."""
     session = _session_of(target)
     keys = get_registry().patient_keys(list(await session.akeys()))
     for key in keys:
         del session[key]  # loaded above: no I/O here
-    if keys and not await sync_to_async(_persist)(session, bump=bump):
+    cleanup = _result(target, action, reason, source, actor, keys)
+    if keys:
+        recorded = await sync_to_async(_persist_and_record)(session, bump, cleanup)
+        return None if recorded is None else (cleanup, recorded)
+    if action == CleanupEvent.Action.END_SESSION and await _agone(session):
         return None
-    if not keys and action == CleanupEvent.Action.END_SESSION and await _agone(session):
-        return None
-    return _result(target, action, reason, source, actor, keys)
+    return cleanup, False
 
 
 def _signed_out(target: Any) -> None:
@@ -258,8 +273,8 @@ def _announce(cleanup: Cleanup, held_login: bool) -> None:
     logger.debug("Cleanup %s/%s: %d items.", cleanup.reason, cleanup.source, cleanup.items_cleared)
 
 
-async def _aannounce(cleanup: Cleanup, held_login: bool) -> None:
-    if _ends_something(cleanup, held_login):
+async def _aannounce(cleanup: Cleanup, held_login: bool, *, recorded: bool = False) -> None:
+    if not recorded and _ends_something(cleanup, held_login):
         await audit.arecord(cleanup)
     await patient_session_cleared.asend(sender=Cleanup, **asdict(cleanup))
     await events.apublish(cleanup.as_event())
@@ -299,11 +314,13 @@ async def aclear_patient_session_data(
     stale_copy: bool = False,
 ) -> int:
     """Async twin of :func:`clear_patient_session_data`."""
-    cleanup = await _aclear(target, action, reason, source, actor, bump=not stale_copy)
-    if cleanup is None:
+    cleared = await _aclear(target, action, reason, source, actor, bump=not stale_copy)
+    if cleared is None:
         await alog_out_ended(target)
         return 0
-    await _aannounce(cleanup, await _session_of(target).ahas_key(SESSION_KEY))
+    cleanup, recorded = cleared
+    held_login = await _session_of(target).ahas_key(SESSION_KEY)
+    await _aannounce(cleanup, held_login, recorded=recorded)
     return _finish(target, cleanup)
 
 
@@ -324,11 +341,13 @@ def end_session(target: Any, *, reason: str, source: str, actor: Any = None) -> 
 
 async def aend_session(target: Any, *, reason: str, source: str, actor: Any = None) -> int:
     """Async twin of :func:`end_session`."""
-    cleanup = await _aclear(target, CleanupEvent.Action.END_SESSION, reason, source, actor)
-    if cleanup is None:
+    cleared = await _aclear(target, CleanupEvent.Action.END_SESSION, reason, source, actor)
+    if cleared is None:
         await alog_out_ended(target)
         return 0
-    await _aannounce(cleanup, await _session_of(target).ahas_key(SESSION_KEY))
+    cleanup, recorded = cleared
+    held_login = await _session_of(target).ahas_key(SESSION_KEY)
+    await _aannounce(cleanup, held_login, recorded=recorded)
     await _alog_out(target)
     return _finish(target, cleanup)
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from functools import wraps
 
+from django.db import OperationalError
 from django.http import HttpRequest, JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
 
@@ -40,6 +41,23 @@ def error(code: str, status: int, message: str) -> JsonResponse:
     return JsonResponse({"success": False, "error": code, "message": message}, status=status)
 
 
+#: Seconds a client is asked to wait when the database is out of reach for a moment.
+RETRY_AFTER_UNAVAILABLE = 2
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """A failure of the database's availability, not of the request: no connection free in
+    the pool within its timeout, the server refusing connections (``too many clients``), a
+    lost connection, a lock or serialisation timeout. Worth a retry: HTTP 503."""
+    return isinstance(exc, OperationalError)
+
+
+def service_unavailable() -> JsonResponse:
+    response = error("service_unavailable", 503, "The service is busy. Try again in a moment.")
+    response["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
+    return response
+
+
 def json_method(*methods: str) -> Callable:
     """Only ``methods``; anything else gets a JSON 405 with an Allow header."""
 
@@ -56,6 +74,12 @@ def json_method(*methods: str) -> Callable:
                 return await view(request, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - answered with a stable code
                 # The type only: an exception's text may quote session content.
+                if database_unavailable(exc):
+                    logger.warning(
+                        "Cleanup request deferred: database unavailable (%s).",
+                        type(exc).__name__,
+                    )
+                    return service_unavailable()
                 logger.error(
                     "Cleanup request failed (%s) for session %s.",
                     type(exc).__name__,

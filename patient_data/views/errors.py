@@ -7,12 +7,20 @@ own pages.
 
 from __future__ import annotations
 
+import sys
+
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 
-from patient_data.views.api import error, is_api
+from patient_data.views.api import (
+    RETRY_AFTER_UNAVAILABLE,
+    database_unavailable,
+    error,
+    is_api,
+    service_unavailable,
+)
 
 TOO_LARGE = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
 
@@ -40,6 +48,16 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    """500, or 503 (with Retry-After) when the database is out of reach for a moment (no
+    pooled connection free in time, too many clients): Django calls this inside the
+    exception's handling, also under ASGI (asgiref re-raises it in the thread)."""
+    if database_unavailable(sys.exc_info()[1]):
+        if is_api(request):
+            return service_unavailable()
+        response = defaults.server_error(request, template_name="503.html")
+        response.status_code = 503
+        response["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
+        return response
     if not is_api(request):
         return defaults.server_error(request)
     return error("server_error", 500, "The request could not be completed.")

@@ -14,11 +14,17 @@ whose session holds patient data: no data change, no activity write due). The st
 (a) requests/s of one daphne process per stack on 127.0.0.1; rounds rotate which server goes
 first, so drifting machine load hits all alike.
 (b) the same request through Django's ASGI handler in this process, no network, interleaved
-the same way, plus ``floor``: ours with every ``sync_to_async`` call (Django's own included)
-run in the event loop's thread, a synthetic stack with no thread hop at all. What no
-middleware can remove (the handler's per-request thread aside, which only hops create) is
-left: the queries, the template, the handler. ``stock / floor`` is the most that removing
-thread hops could ever gain.
+the same way, plus three synthetic stacks, ours with some ``sync_to_async`` calls run in the
+event loop's thread instead of a worker thread:
+
+- ``floor``: every call inline (Django's own included): no thread hop at all. What no
+  middleware can remove is left: the queries, the template, the handler. ``stock / floor`` is
+  the most that removing thread hops could ever gain;
+- ``django-min``: only the hops Django itself needs kept: the handler's two
+  (``request_started``, closing the response: the first starts the request's worker thread)
+  and one to reach the ORM (the session's load, which reads the user too); the patient query
+  inline. ``stock / django-min`` is the most any stack can gain without changing Django;
+- ``handler-only``: only the handler's two hops kept, every query inline.
 
 It works on a throw-away SQLite database (synthetic demo data) in a temporary NCP_VAR_DIR,
 ignoring DATABASE_URL / REDIS_URL, and only ever talks to 127.0.0.1. Every loop is bounded
@@ -57,6 +63,14 @@ STACKS = {
 }
 USERNAME = "clinician"
 FLOOR = "floor"
+HANDLER_HOPS = frozenset({"Signal.asend.<locals>.sync_send", "HttpResponseBase.close"})
+SESSION_HOP = "GuardedSessionMixin._load_with_companion"
+#: Synthetic stacks (in-process only): ours, with only the named hops kept as thread hops.
+SYNTHETIC = {
+    FLOOR: frozenset(),
+    "django-min": HANDLER_HOPS | {SESSION_HOP},
+    "handler-only": HANDLER_HOPS,
+}
 TARGET_SPEEDUP = 1.5  # ours against stock
 TARGET_PATIENT_COST_US = 100  # ours minus ours-bare, in-process
 DEPLOYMENT_VARIABLES = {"DATABASE_URL", "REDIS_URL", "SESSION_ENGINE", "SESSION_FILE_PATH"}
@@ -320,21 +334,29 @@ async def asgi_get(app: Callable, scope: dict) -> int:
 
 
 @contextmanager
-def without_thread_hops() -> Iterator[None]:
-    """Every ``sync_to_async`` call runs in the calling thread (the synthetic floor)."""
+def without_thread_hops(keep: frozenset[str] = frozenset()) -> Iterator[None]:
+    """Every ``sync_to_async`` call runs in the calling thread, except those of the functions
+    named (``__qualname__``) in ``keep``: a synthetic stack with only those hops."""
     from asgiref.sync import SyncToAsync
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
-    original = SyncToAsync.__call__
+    original, check = SyncToAsync.__call__, BaseDatabaseWrapper.validate_thread_sharing
 
     async def in_this_thread(self, *args, **kwargs):
+        func = getattr(self.func, "__func__", self.func)
+        if getattr(func, "__qualname__", None) in keep:
+            return await original(self, *args, **kwargs)
         return self.func(*args, **kwargs)
 
     SyncToAsync.__call__ = in_this_thread
+    # A connection opened by a kept hop is used by the inline calls in the loop's thread.
+    BaseDatabaseWrapper.validate_thread_sharing = lambda self: None
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         yield
     finally:
         SyncToAsync.__call__ = original
+        BaseDatabaseWrapper.validate_thread_sharing = check
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
@@ -358,7 +380,8 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
     for label, module in STACKS.items():
         with override_settings(MIDDLEWARE=import_module(module).MIDDLEWARE):
             apps[label] = ASGIHandler()
-    apps[FLOOR] = ASGIHandler()
+    for label in SYNTHETIC:
+        apps[label] = ASGIHandler()
     patient = DemoPatient.objects.order_by("patient_id").first()
     scopes = {}
     for label in apps:
@@ -386,7 +409,8 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
             loop.run_until_complete(repeat(label, 20))
 
         def measure(sample: Sample) -> tuple[int, float, float]:
-            hops = without_thread_hops() if sample.label == FLOOR else nullcontext()
+            keep = SYNTHETIC.get(sample.label)
+            hops = nullcontext() if keep is None else without_thread_hops(keep)
             with hops:
                 start, cpu = time.perf_counter(), time.process_time()
                 loop.run_until_complete(repeat(sample.label, options.inprocess))
@@ -422,13 +446,19 @@ def report(network: list[Sample], local: list[Sample], options: argparse.Namespa
         "in-process CPU": loc["stock"].cpu_micros_per_request / loc["ours"].cpu_micros_per_request,
     }
     print("ours against stock: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items()))
-    floor = loc[FLOOR]
-    print(
-        f"floor (no thread hop at all, in-process): {floor.micros_per_request:.0f} us wall, "
-        f"{floor.cpu_micros_per_request:.0f} us CPU per request; stock/floor "
-        f"{loc['stock'].cpu_micros_per_request / floor.cpu_micros_per_request:.2f}x CPU, "
-        f"{floor.per_second / loc['stock'].per_second:.2f}x wall: the most hop removal can gain"
-    )
+    meaning = {
+        FLOOR: "no thread hop at all: the most hop removal can gain",
+        "django-min": "only Django's own hops (handler 2, ORM 1): the most without changing Django",
+        "handler-only": "only the handler's 2 hops, queries inline",
+    }
+    for label in SYNTHETIC:
+        synthetic = loc[label]
+        print(
+            f"{label} (in-process): {synthetic.micros_per_request:.0f} us wall, "
+            f"{synthetic.cpu_micros_per_request:.0f} us CPU per request; stock/{label} "
+            f"{loc['stock'].cpu_micros_per_request / synthetic.cpu_micros_per_request:.2f}x CPU, "
+            f"{synthetic.per_second / loc['stock'].per_second:.2f}x wall ({meaning[label]})"
+        )
     cost = loc["ours"].cpu_micros_per_request - loc["ours-bare"].cpu_micros_per_request
     wall_cost = loc["ours"].micros_per_request - loc["ours-bare"].micros_per_request
     print(

@@ -2,22 +2,28 @@
 
 Steady state: the clinician's session is loaded, the patient's data is already in it, and no
 activity write is due. What is left are the hops Django's handler makes itself (the
-``request_started`` signal, closing the response) and one per query.
+``request_started`` signal, closing the response), one for the session row and the user row
+together (``patient_data.middleware.auth``), and one for the view's patient query.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from io import StringIO
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db.backends.utils import CursorWrapper
-from django.test import AsyncClient, Client, override_settings
+from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from bench.settings_stock import MIDDLEWARE as DJANGO_STACK
 from bench.settings_without_patient_middleware import MIDDLEWARE as WITHOUT_PATIENT_MIDDLEWARE
-from patient_data.models import DemoPatient
+from patient_data.middleware.auth import EARLY_ATTR, AuthenticationMiddleware
+from patient_data.middleware.patient_session_security import CLEARED_HEADER
+from patient_data.models import CleanupEvent, DemoPatient
 from tests.conftest import sign_in_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,6 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "hops-test-password-41"
 HANDLER_HOPS = ["Signal.asend.<locals>.sync_send", "HttpResponseBase.close"]
 QUERY_HOP = "QuerySet.get"
+SESSION_AND_USER_HOP = "GuardedSessionMixin._load_with_companion"
 
 
 @pytest.fixture
@@ -77,7 +84,8 @@ async def test_a_steady_patient_page_hops_only_for_the_handler_and_its_queries(
     assert response["X-Patient-Data-Page"] == "true"
     assert settings.SESSION_COOKIE_NAME not in response.cookies  # nothing was saved
     assert tables == ['"django_session"', '"auth_user"', '"patient_data_demopatient"']
-    assert hops == [HANDLER_HOPS[0], QUERY_HOP, QUERY_HOP, QUERY_HOP, HANDLER_HOPS[1]]
+    # The session row and the user row in one hop, the view's patient in another.
+    assert hops == [HANDLER_HOPS[0], SESSION_AND_USER_HOP, QUERY_HOP, HANDLER_HOPS[1]]
 
 
 async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops, queries):
@@ -140,3 +148,80 @@ async def test_a_sync_view_after_the_async_middleware_reuses_the_user(patient, q
 def test_the_settings_use_the_hop_free_stack():
     assert "patient_data.middleware.sessions.SessionMiddleware" in settings.MIDDLEWARE
     assert not [path for path in settings.MIDDLEWARE if path.startswith("django.")]
+
+
+# The user read in the session's hop answers as Django's own call would, side effects included.
+
+
+async def _events() -> list[tuple[str, str, str]]:
+    return [(e.action, e.reason, e.source) async for e in CleanupEvent.objects.order_by("pk")]
+
+
+async def _after(change, patient: DemoPatient, middleware: list[str] | None) -> tuple:
+    """What a steady patient page answers after ``change``, under ``middleware`` (the
+    project's when None): status, redirect, cleared reason, cookie sent, cleanup events."""
+    with override_settings(MIDDLEWARE=middleware or settings.MIDDLEWARE):
+        client, url = await _steady_client(patient)
+        before = await _events()
+        await change()
+        response = await client.get(url)
+        events = (await _events())[len(before) :]
+    cookie = response.cookies.get(settings.SESSION_COOKIE_NAME)
+    return (
+        response.status_code,
+        response.get("Location", "").split("?")[0],  # the next= ref is random per search
+        response.get(CLEARED_HEADER),
+        cookie is not None and bool(cookie.value),
+        events,
+    )
+
+
+async def _password_changed_elsewhere() -> None:
+    user = await User.objects.aget(username="clinician")
+    user.set_password("changed-elsewhere-77")
+    await user.asave()
+
+
+async def _deactivated() -> None:
+    await User.objects.filter(username="clinician").aupdate(is_active=False)
+
+
+@pytest.mark.parametrize("change", [_password_changed_elsewhere, _deactivated])
+async def test_the_early_user_answers_as_django_s_own_call(patient, change):
+    ours = await _after(change, patient, None)
+    user = await User.objects.aget(username="clinician")
+    user.set_password(PASSWORD)
+    user.is_active = True
+    await user.asave()
+    stock = await _after(change, patient, DJANGO_STACK)
+    assert ours == stock
+    assert ours[0] == 302  # logged out, to the login page
+
+
+async def test_a_rotated_secret_still_cycles_the_session_key(patient):
+    """A hash made with a fallback secret: Django cycles the key and re-stamps the hash."""
+    client, url = await _steady_client(patient)
+    old_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with override_settings(
+        SECRET_KEY=f"rotated-{settings.SECRET_KEY}", SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]
+    ):
+        response = await client.get(url)
+        assert response.status_code == 200
+        new_key = response.cookies[settings.SESSION_COOKIE_NAME].value
+        assert new_key != old_key
+        assert (await client.get(url)).status_code == 200
+
+
+async def test_the_early_user_is_not_used_once_the_session_names_another(patient):
+    client, _ = await _steady_client(patient)
+    other = await User.objects.acreate_user("other-clinician", password=PASSWORD)
+    request = RequestFactory().get("/")
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(
+        client.cookies[settings.SESSION_COOKIE_NAME].value
+    )
+    AuthenticationMiddleware(lambda r: None).process_request(request)
+    await request.session.aset(SESSION_KEY, str(other.pk))  # the load read the clinician
+    assert getattr(request, EARLY_ATTR)[1].username == "clinician"
+    user = await request.auser()
+    assert not user.is_authenticated  # Django: the clinician's hash does not verify -> flush
+    assert await request.session.aget(SESSION_KEY) is None

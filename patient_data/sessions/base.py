@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -26,6 +27,12 @@ class GuardedSessionMixin:
     #: an older response, a cache refilled from a row read just before a bulk sweep): such
     #: stores compare the generation on the way in, not only when saving.
     verify_generation_on_load = False
+    #: True when Django's async load of this engine is a thread hop (``sync_to_async`` around
+    #: the sync query or cache read): other reads can then share that hop.
+    loads_in_thread = False
+    #: Set for one request (``patient_data.middleware.auth``): called in the async load's
+    #: thread with the loaded data, so its read costs no hop of its own. It may only read.
+    load_companion: Callable[[dict[str, Any]], None] | None = None
 
     # What this request loaded (a shallow copy): a cleanup compares it with the stored
     # session to keep a concurrent request's changes (patient_data.cleanup).
@@ -35,8 +42,15 @@ class GuardedSessionMixin:
         return data
 
     async def aload(self) -> dict[str, Any]:
+        if self.loads_in_thread and self.load_companion is not None:
+            return await sync_to_async(self._load_with_companion)()
         data = await super().aload()
         self._as_loaded = dict(data)
+        return data
+
+    def _load_with_companion(self) -> dict[str, Any]:
+        data = self.load()  # the sync twin of the engine's aload: same reads, same outcome
+        self.load_companion(data)
         return data
 
     def stored_blob(self) -> dict[str, Any] | None:

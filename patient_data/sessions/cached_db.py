@@ -11,6 +11,7 @@ class SessionStore(GuardedSessionMixin, DjangoSessionStore):
     """Django's ``cached_db`` session store with the no-resurrection guard."""
 
     verify_generation_on_load = True
+    loads_in_thread = True
 
     def stored_blob(self) -> dict[str, Any] | None:
         # The row, not a cached copy: a local-memory cache is per process and may be stale.

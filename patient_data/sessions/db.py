@@ -7,3 +7,5 @@ from patient_data.sessions.base import GuardedSessionMixin
 
 class SessionStore(GuardedSessionMixin, DjangoSessionStore):
     """Django's ``db`` session store with the no-resurrection guard."""
+
+    loads_in_thread = True

@@ -1,0 +1,148 @@
+"""What the parts of a steady-state patient page cost, each alone (the floor's breakdown).
+
+    .venv/bin/python bench/request_parts.py
+
+bench/request_overhead.py times whole requests; this times the parts no middleware can
+remove, in this process, CPU and wall per repetition (median of rounds):
+
+- ``template``: ``render()`` of the patient page with the context its view built;
+- ``connection``: opening and closing the database connection (Django opens one per request
+  under ASGI: the request's worker thread is new, and so is its connection);
+- ``queries``: the steady page's three queries (session row, user, patient) on an open
+  connection;
+- ``hop: first`` / ``hop: each further``: ``sync_to_async`` of a no-op inside a request's
+  ``ThreadSensitiveContext`` (the first starts the request's worker thread, closing the
+  context joins it), and each further one.
+
+Same throw-away SQLite database as bench/request_overhead.py (synthetic demo data, a
+temporary NCP_VAR_DIR, DATABASE_URL / REDIS_URL ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.request_overhead import FULL, HOST, USERNAME, bench_env, prepare_database
+
+
+def timed(run: Callable[[], None], repeat: int, rounds: int) -> tuple[float, float]:
+    """Median over rounds of (wall, CPU) microseconds per call of ``run``."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(repeat):
+            run()
+        walls.append(1e6 * (time.perf_counter() - start) / repeat)
+        cpus.append(1e6 * (time.process_time() - cpu) / repeat)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=200, help="calls per round (200)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per part (7)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ncp-bench-") as var_dir:
+        env = bench_env(var_dir, secrets.token_urlsafe(16))
+        prepare_database(env)
+        os.environ.update({**env, "DJANGO_SETTINGS_MODULE": FULL})
+        measure(options)
+
+
+def measure(options: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.contrib.sessions.models import Session
+    from django.db import connection
+    from django.shortcuts import render
+    from django.test import Client, RequestFactory
+    from django.utils import timezone
+
+    from patient_data.models import DemoPatient
+    from patient_data.views import portal
+
+    patient = DemoPatient.objects.order_by("patient_id").first()
+    client = Client(HTTP_HOST=HOST)
+    password = os.environ["BENCH_PASSWORD"]
+    if not client.login(
+        request=RequestFactory().post("/accounts/login/"), username=USERNAME, password=password
+    ):
+        raise RuntimeError("login failed")
+    client.post("/patients/", {"patient_id": patient.patient_id})
+    ref = client.session["patient_search_results"][0]["ref"]
+    session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    user_pk = get_user_model().objects.get(username=USERNAME).pk
+
+    captured = []
+    original = portal.render
+    portal.render = lambda *args, **kwargs: (
+        captured.append((args, kwargs)) or original(*args, **kwargs)
+    )
+    client.get(f"/patients/{ref}/")
+    portal.render = original
+    (request, template, context), kwargs = captured[0]
+
+    def queries() -> None:
+        Session.objects.get(session_key=session_key, expire_date__gt=timezone.now())
+        get_user_model().objects.get(pk=user_pk)
+        DemoPatient.objects.get(patient_id=patient.patient_id)
+
+    def connect() -> None:
+        connection.ensure_connection()
+        connection.close()
+
+    def noop() -> None:
+        pass
+
+    def hops(count: int) -> Callable[[], None]:
+        async def request() -> None:
+            async with ThreadSensitiveContext():
+                for _ in range(count):
+                    await sync_to_async(noop)()
+
+        return lambda: loop.run_until_complete(request())
+
+    loop = asyncio.new_event_loop()
+    connection.ensure_connection()
+    parts = {
+        "template": lambda: render(request, template, context, **kwargs),
+        "connection (open + close)": connect,
+        "queries (3, connection open)": queries,
+        "request context, no hop": hops(0),
+        "request context, 1 hop": hops(1),
+        "request context, 5 hops": hops(5),
+    }
+    results = {}
+    for name, run in parts.items():
+        connection.ensure_connection()
+        run()  # warm up
+        results[name] = timed(run, options.repeat, options.rounds)
+    loop.close()
+    print(f"{'part':<32}{'wall us':>10}{'CPU us':>10}")
+    for name, (wall, cpu) in results.items():
+        print(f"{name:<32}{wall:>10.0f}{cpu:>10.0f}")
+    base, one, five = (results[f"request context, {n}"][1] for n in ("no hop", "1 hop", "5 hops"))
+    print(
+        f"hop, CPU: the first (starts the request's thread) {one - base:.0f} us, "
+        f"each further {(five - one) / 4:.0f} us"
+    )
+    print(f"rounds: {options.rounds} x {options.repeat} calls per part")
+
+
+if __name__ == "__main__":
+    main()

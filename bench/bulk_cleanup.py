@@ -3,6 +3,8 @@
     .venv/bin/python bench/bulk_cleanup.py [--sessions 100000] [--rounds 3]
                                            [--backend sqlite|postgres|redis|all]
                                            [--routine] [--patient-share 0.40]
+                                           [--workers N] [--compare-with DIR]
+                                           [--sweeps both|full|routine] [--keep-store]
 
 For each backend, in separate processes (so each peak RSS is its own): *populate* N sessions
 with a realistic mix (40 % holding patient data, a quarter unauthenticated, 5 % expired),
@@ -26,6 +28,22 @@ full / routine, and the machine's decode speed (payloads decoded per second, not
 figures of different machines can be compared. ``--patient-share``: the share of sessions
 holding patient data (0.40 by default; e.g. 0.01 for a routine day).
 
+``--workers N``: the sweep's worker processes (``--workers`` of the commands; default one per
+CPU, at most 4). Peak RSS is the sum over the sweep's processes (the command's and its
+workers), sampled every 0.1 s from /proc; ``pss`` beside it counts pages the forked workers
+share with their parent once.
+
+``--compare-with DIR``: also run the sweeps of the tree at DIR (e.g. ``git worktree add DIR
+<commit>``, same venv) on the same restored store, right after this tree's in each round:
+before and after side by side on one populated store. With ``--routine`` only.
+
+``--sweeps full`` (or ``routine``): with ``--routine``, run only that sweep (a 1M full sweep
+fits a 15-minute slot of the shared machine then).
+
+``--keep-store`` (PostgreSQL): keep the populated template database (named after the
+options) and reuse it on the next run with the same options instead of populating again; the
+sessions are signed with a key derived from that name, so the kept rows stay readable.
+
 Backends: ``sqlite`` (throw-away file), ``postgres`` (database ``--pg-database``, default
 ``ncp_bench_bulk``, on --postgres, recreated), ``redis`` (cache sessions under a throw-away
 key prefix on --redis, audit/state rows in SQLite). Only 127.0.0.1 by default.
@@ -34,6 +52,7 @@ key prefix on --redis, audit/state rows in SQLite). Only 127.0.0.1 by default.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -44,6 +63,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +78,8 @@ USERS = 50
 SHARE = float(os.environ.get("BENCH_PATIENT_SHARE", "0.40"))
 #: Whether populate also writes the index (``--routine``).
 INDEXED = os.environ.get("BENCH_INDEXED") == "1"
+#: The sweep's worker processes (``--workers``; 0: the commands' default).
+WORKERS = int(os.environ.get("BENCH_WORKERS", "0"))
 
 
 def session_dicts(count: int, users: list[tuple[str, str]], seed: int = 7):
@@ -223,14 +245,80 @@ def ceiling(count: int) -> dict:
     return {"ceiling_rate": count / elapsed, "decode_rate": count / decoding}
 
 
+class Memory:
+    """Peak resident memory of this process and its children (the sweep's workers) together,
+    sampled from /proc: RSS, and PSS (pages shared after a fork counted once)."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.rss = self.pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Memory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        found, todo = [], [pid]
+        while todo:
+            current = todo.pop()
+            found.append(current)
+            try:
+                for task in os.listdir(f"/proc/{current}/task"):
+                    with open(f"/proc/{current}/task/{task}/children") as handle:
+                        todo.extend(int(child) for child in handle.read().split())
+            except OSError:
+                continue
+        return found
+
+    @staticmethod
+    def _kb(path: str, field: str) -> int:
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    if line.startswith(field):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            pids = self._tree(os.getpid())
+            rss = sum(self._kb(f"/proc/{pid}/status", "VmRSS:") for pid in pids)
+            pss = sum(self._kb(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids)
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+
+
+def decode(count: int) -> dict:
+    """This machine's decode speed (``ceiling`` on at most 100,000 sessions)."""
+    return ceiling(min(count, 100_000))
+
+
 def sweep(count: int, index: str | None = None) -> dict:
     from patient_data.bulk.backends import backend_for
     from patient_data.bulk.selection import Selection
     from patient_data.bulk.sweep import Sweep
+    from patient_data.bulk.workers import default_workers
 
+    workers = WORKERS or default_workers()
     started = time.perf_counter()
     backend = backend_for()
-    report = Sweep(backend, Selection(), source="command", index=index, batch_size=1000).run()
+    with Memory() as memory:
+        report = Sweep(
+            backend,
+            Selection(),
+            source="command",
+            index=index,
+            batch_size=1000,
+            workers=workers,
+        ).run()
     seconds = time.perf_counter() - started
     return {
         "sweep_seconds": round(seconds, 2),
@@ -240,7 +328,11 @@ def sweep(count: int, index: str | None = None) -> dict:
         "cleaned": report.sessions,
         "removed_expired": report.deleted,
         "errors": report.errors,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "workers": workers,
+        "peak_rss_mb": max(
+            memory.rss / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ),
+        "peak_pss_mb": memory.pss / 1024,
     }
 
 
@@ -255,18 +347,29 @@ def full(count: int) -> dict:
 PHASES = {
     "populate": populate,
     "ceiling": ceiling,
+    "decode": decode,
     "sweep": sweep,
     "routine": routine,
     "full": full,
 }
 
 
+def kept_name(args) -> str:
+    """The template database ``--keep-store`` keeps, named after what it holds."""
+    kind = "i" if args.routine else "n"
+    return f"{args.pg_database}_k{args.sessions}_{round(args.patient_share * 1000)}{kind}"
+
+
 def environment(backend: str, args, var_dir: str, prefix: str) -> dict:
+    secret = secrets.token_urlsafe(50)
+    if args.keep_store:  # a throw-away key, stable for the kept synthetic rows
+        secret = "bench-only-" + hashlib.sha256(kept_name(args).encode()).hexdigest()
     env = {
         "NCP_VAR_DIR": var_dir,
         "DEBUG": "0",  # as in production: no query log
-        "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECRET_KEY": secret,
         "PATIENT_LOG_LEVEL": "WARNING",
+        "BENCH_WORKERS": str(args.workers),
     }
     if backend == "postgres":
         env["DATABASE_URL"] = args.postgres.rsplit("/", 1)[0] + "/" + args.pg_database
@@ -303,14 +406,29 @@ class Store:
     def __init__(self, backend: str, args, var_dir: str, prefix: str) -> None:
         self.backend, self.args, self.var_dir, self.prefix = backend, args, var_dir, prefix
         self.sqlite = Path(var_dir) / "db.sqlite3"
+        self.snapshot = f"{args.pg_database}_snapshot"
+        if backend == "postgres" and args.keep_store:
+            self.snapshot = kept_name(args)
+
+    def kept(self) -> bool:
+        """Whether a kept template of the same options exists (``--keep-store``)."""
+        if self.backend != "postgres" or not self.args.keep_store:
+            return False
+        import psycopg
+
+        with psycopg.connect(self.args.postgres, autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [self.snapshot]
+            ).fetchone()
+        return found is not None
 
     def keep(self) -> None:
         name = self.args.pg_database
         if self.backend == "postgres":
             _postgres(
                 self.args.postgres,
-                f"DROP DATABASE IF EXISTS {name}_snapshot",
-                f"CREATE DATABASE {name}_snapshot TEMPLATE {name}",
+                f"DROP DATABASE IF EXISTS {self.snapshot}",
+                f"CREATE DATABASE {self.snapshot} TEMPLATE {name}",
             )
         elif self.backend == "sqlite":
             shutil.copyfile(self.sqlite, self.sqlite.with_suffix(".snapshot"))
@@ -320,8 +438,8 @@ class Store:
         if self.backend == "postgres":
             _postgres(
                 self.args.postgres,
-                f"DROP DATABASE {name}",
-                f"CREATE DATABASE {name} TEMPLATE {name}_snapshot",
+                f"DROP DATABASE IF EXISTS {name}",
+                f"CREATE DATABASE {name} TEMPLATE {self.snapshot}",
             )
         elif self.backend == "sqlite":
             for suffix in ("-wal", "-shm"):
@@ -333,9 +451,10 @@ class Store:
 
     def discard(self) -> None:
         if self.backend == "postgres":
-            _postgres(
-                self.args.postgres, f"DROP DATABASE IF EXISTS {self.args.pg_database}_snapshot"
-            )
+            statements = [f"DROP DATABASE IF EXISTS {self.args.pg_database}"]
+            if not self.args.keep_store:
+                statements.append(f"DROP DATABASE IF EXISTS {self.snapshot}")
+            _postgres(self.args.postgres, *statements)
         elif self.backend == "redis":
             drop_redis_prefix(self.args.redis, self.prefix)
 
@@ -351,23 +470,35 @@ def run_backend(backend: str, args) -> dict:
             if name not in settings_env:
                 env.pop(name, None)
 
-        def phase(name: str) -> dict:
-            command = [sys.executable, __file__, "--phase", name, "--sessions", str(args.sessions)]
+        def phase(name: str, tree: Path = ROOT) -> dict:
+            script = tree / "bench" / "bulk_cleanup.py"
+            command = [
+                sys.executable,
+                str(script),
+                "--phase",
+                name,
+                "--sessions",
+                str(args.sessions),
+            ]
             output = subprocess.run(
-                command, env=env, cwd=ROOT, check=True, capture_output=True, text=True
+                command, env=env, cwd=tree, check=True, capture_output=True, text=True
             ).stdout
             return json.loads(output.strip().splitlines()[-1])
 
-        if backend == "postgres":
-            _postgres(
-                args.postgres,
-                f"DROP DATABASE IF EXISTS {args.pg_database}",
-                f"CREATE DATABASE {args.pg_database}",
-            )
         store = Store(backend, args, var_dir, prefix)
         try:
-            result: dict = {"backend": backend, "sessions": args.sessions, **phase("populate")}
-            store.keep()
+            if store.kept():
+                store.restore(None)
+                result: dict = {"backend": backend, "sessions": args.sessions, "kept": True}
+            else:
+                if backend == "postgres":
+                    _postgres(
+                        args.postgres,
+                        f"DROP DATABASE IF EXISTS {args.pg_database}",
+                        f"CREATE DATABASE {args.pg_database}",
+                    )
+                result = {"backend": backend, "sessions": args.sessions, **phase("populate")}
+                store.keep()
             if args.routine:
                 return {**result, **routine_rounds(phase, store, args)}
             ceilings = [phase("ceiling")["ceiling_rate"]]
@@ -393,39 +524,54 @@ def run_backend(backend: str, args) -> dict:
 
 
 def routine_rounds(phase, store: Store, args) -> dict:
-    """Routine and full sweeps on the same restored store, alternating which goes first."""
-    runs: dict[str, list[dict]] = {"routine": [], "full": []}
+    """Routine and full sweeps on the same restored store, alternating which goes first
+    (and, with ``--compare-with``, the other tree's right after this one's)."""
+    trees = {"after": ROOT}
+    if args.compare_with:
+        trees["before"] = Path(args.compare_with).resolve()
+    runs: dict[tuple[str, str], list[dict]] = {}
+    first = True
+    names = ["routine", "full"] if args.sweeps == "both" else [args.sweeps]
     for round_ in range(args.rounds):
-        for number, name in enumerate(["routine", "full"][:: 1 if round_ % 2 == 0 else -1]):
-            if round_ or number:
-                store.restore(lambda: phase("populate"))
-            runs[name].append(phase(name))
-    decode_rate = phase("ceiling")["decode_rate"]
+        for name in names[:: 1 if round_ % 2 == 0 else -1]:
+            for label, tree in trees.items():
+                if not first:
+                    store.restore(lambda: phase("populate"))
+                first = False
+                runs.setdefault((label, name), []).append(phase(name, tree))
+    decode_rate = phase("decode")["decode_rate"]
 
-    def median(name: str) -> dict:
-        ordered = sorted(runs[name], key=lambda run: run["sweep_seconds"])
+    def median(key: tuple[str, str]) -> dict:
+        if key not in runs:  # not run (--sweeps): the other one's figures stand in
+            key = (key[0], names[0])
+        ordered = sorted(runs[key], key=lambda run: run["sweep_seconds"])
         return ordered[len(ordered) // 2]
 
-    routine_run, full_run = median("routine"), median("full")
-    return {
-        "routine": routine_run,
-        "full": full_run,
-        "time_ratio": full_run["sweep_seconds"] / routine_run["sweep_seconds"],
-        "decode_rate": decode_rate,
-    }
+    results = {}
+    for label in trees:
+        routine_run, full_run = median((label, "routine")), median((label, "full"))
+        results[label] = {
+            "routine": routine_run,
+            "full": full_run,
+            "time_ratio": full_run["sweep_seconds"] / routine_run["sweep_seconds"],
+        }
+    return {**results.pop("after"), "decode_rate": decode_rate, "compared": results}
 
 
 def print_routine(r: dict, share: float) -> None:
-    routine_run, full_run = r["routine"], r["full"]
-    print(
-        f"{r['backend']:<9} {r['sessions']:>9,} {share:>6.0%} "
-        f"{routine_run['sweep_seconds']:>9.2f} {routine_run['covered_rate']:>10,.0f} "
-        f"{routine_run['scanned']:>8,} {full_run['sweep_seconds']:>7.2f} "
-        f"{full_run['covered_rate']:>9,.0f} {r['time_ratio']:>7.1f}x "
-        f"{max(routine_run['peak_rss_mb'], full_run['peak_rss_mb']):>6.0f} MB "
-        f"{r['decode_rate']:>9,.0f}",
-        flush=True,
-    )
+    rows = [("after", r), *r.get("compared", {}).items()]
+    for label, row in rows:
+        routine_run, full_run = row["routine"], row["full"]
+        pss = max(routine_run.get("peak_pss_mb", 0), full_run.get("peak_pss_mb", 0))
+        print(
+            f"{r['backend']:<9} {label:<6} {r['sessions']:>9,} {share:>6.0%} "
+            f"{routine_run['sweep_seconds']:>9.2f} {routine_run['covered_rate']:>10,.0f} "
+            f"{routine_run['scanned']:>8,} {full_run['sweep_seconds']:>7.2f} "
+            f"{full_run['covered_rate']:>9,.0f} {row['time_ratio']:>7.1f}x "
+            f"{max(routine_run['peak_rss_mb'], full_run['peak_rss_mb']):>6.0f} MB "
+            f"{pss:>6.0f} MB {full_run.get('workers', 1):>7} {r['decode_rate']:>9,.0f}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -440,6 +586,19 @@ def main() -> None:
     )
     parser.add_argument("--routine", action="store_true", help="routine against full sweeps")
     parser.add_argument("--patient-share", type=float, default=0.40, help="(0.40)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="sweep worker processes (default: one per CPU)"
+    )
+    parser.add_argument("--compare-with", metavar="DIR", help="another tree's sweeps beside")
+    parser.add_argument(
+        "--sweeps",
+        choices=["both", "routine", "full"],
+        default="both",
+        help="with --routine: which sweeps to run (both)",
+    )
+    parser.add_argument(
+        "--keep-store", action="store_true", help="keep / reuse the PostgreSQL template"
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -451,9 +610,10 @@ def main() -> None:
     backends = ["sqlite", "postgres", "redis"] if args.backend == "all" else [args.backend]
     if args.routine:
         print(
-            f"{'backend':<9} {'sessions':>9} {'share':>6} {'routine s':>9} {'covered/s':>10} "
-            f"{'read':>8} {'full s':>7} {'covered/s':>9} {'full/routine':>8} {'peak RSS':>9} "
-            f"{'decode/s':>9}"
+            f"{'backend':<9} {'code':<6} {'sessions':>9} {'share':>6} {'routine s':>9} "
+            f"{'covered/s':>10} {'read':>8} {'full s':>7} {'covered/s':>9} {'full/routine':>8} "
+            f"{'peak RSS':>9} {'PSS':>9} {'workers':>7} {'decode/s':>9}",
+            flush=True,
         )
         for backend in backends:
             print_routine(run_backend(backend, args), args.patient_share)

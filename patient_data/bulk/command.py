@@ -13,10 +13,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from patient_data.bulk import indexed
 from patient_data.bulk.backends import Backend, UnsupportedBackend, backend_for
-from patient_data.bulk.limits import batch_size_refusal
+from patient_data.bulk.limits import batch_size_refusal, workers_refusal
 from patient_data.bulk.progress import Progress
 from patient_data.bulk.selection import Selection
 from patient_data.bulk.sweep import READ, REPAIR, Report, Sweep
+from patient_data.bulk.workers import default_workers
 from patient_data.cleanup import Cleanup
 
 logger = logging.getLogger("patient_data.bulk")
@@ -46,6 +47,14 @@ class BulkCommand(BaseCommand):
         parser.add_argument(
             "--batch-size", type=int, default=1000, help="Sessions per page and per transaction."
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            metavar="N",
+            help="Processes sweeping key ranges of a session table side by side "
+            "(default: one per CPU, at most 4).",
+        )
 
     def selection(self, options: dict) -> Selection:
         raise NotImplementedError
@@ -56,6 +65,8 @@ class BulkCommand(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         if refusal := batch_size_refusal(options["batch_size"]):
+            raise CommandError(refusal, returncode=REFUSED)
+        if refusal := workers_refusal(options["workers"]):
             raise CommandError(refusal, returncode=REFUSED)
         selection = self.selection(options)
         try:
@@ -87,6 +98,7 @@ class BulkCommand(BaseCommand):
             advance_epoch=self.advance_epoch,
             index=REPAIR if self.full else self._routine_index(),
             batch_size=options["batch_size"],
+            workers=options["workers"] or default_workers(),
             on_page=progress.advance,
             on_cleanup=self._line if verbose else None,
         )

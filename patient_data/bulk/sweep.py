@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from patient_data import audit, epoch, events, guard
 from patient_data import meta as session_meta
-from patient_data.bulk import indexed
+from patient_data.bulk import indexed, workers
 from patient_data.bulk.backends import Backend, Stored, Undecodable
 from patient_data.bulk.selection import (
     DELETE,
@@ -102,6 +102,7 @@ class Sweep:
         advance_epoch: bool = False,
         index: str | None = None,
         batch_size: int = 1000,
+        workers: int = 1,
         on_page: Callable[[int], None] | None = None,
         on_cleanup: Callable[[Cleanup], None] | None = None,
     ) -> None:
@@ -114,6 +115,8 @@ class Sweep:
         #: ``read``: only the indexed sessions; ``repair``: all, and the index repaired.
         self.index = index if backend.enumerable else None
         self.batch_size = batch_size
+        #: Processes sweeping key ranges side by side (``patient_data.bulk.workers``).
+        self.workers = workers
         self.on_page = on_page or (lambda scanned: None)
         self.on_cleanup = on_cleanup or (lambda cleanup: None)
         self.users = Users()
@@ -128,18 +131,8 @@ class Sweep:
         if self.advance_epoch:
             self._advance_epoch()
         started = timezone.now()
-        if self.backend.enumerable:
-            for page in self._pages():
-                plans = self._page(page)
-                if self.dry_run:
-                    self._done(plans)
-                elif plans:
-                    self._commit(plans)
-                if self.index == REPAIR and not self.dry_run:
-                    # What still holds patient data (cleaned sessions left the index with
-                    # their generation bump).
-                    indexed.confirm(self._holding.items())
-                self.on_page(len(page))
+        if self.backend.enumerable and (self.index == READ or not workers.sweep(self)):
+            self.sweep_pages(self._pages())
         if self.index == REPAIR and not self.dry_run:
             indexed.finish_repair(started)
         if self.report.sessions and not self.dry_run:
@@ -149,6 +142,20 @@ class Sweep:
             # epoch cache's lifetime later.
             epoch.wait_until_in_force(advanced_at)
         return self.report
+
+    def sweep_pages(self, pages: Iterable[list[Stored]]) -> None:
+        """Decide, write and count page by page (in this process, or in a worker)."""
+        for page in pages:
+            plans = self._page(page)
+            if self.dry_run:
+                self._done(plans)
+            elif plans:
+                self._commit(plans)
+            if self.index == REPAIR and not self.dry_run:
+                # What still holds patient data (cleaned sessions left the index with
+                # their generation bump).
+                indexed.confirm(self._holding.items())
+            self.on_page(len(page))
 
     def _advance_epoch(self) -> None:
         before = epoch.current()
@@ -176,11 +183,10 @@ class Sweep:
             logger.error("A stored session could not be read (%s).", session_ref(stored.key))
             return None
         try:
-            data = self.backend.decode(stored.raw)
+            data, keys = self.backend.holding(stored.raw, self.registry.patient_keys)
         except Undecodable:
             self.report.undecodable += 1
             return ({}, []) if self.remove_undecodable else None
-        keys = self.registry.patient_keys(data)
         return (data, keys) if keys else None
 
     def _plan(
@@ -304,7 +310,6 @@ class Sweep:
 
     def _done(self, plans: list[_Plan]) -> None:
         report = self.report
-        signal = not self.dry_run and patient_session_cleared.has_listeners(Cleanup)
         for plan in plans:
             self._holding.pop(plan.stored.key, None)
             cleanup = plan.cleanup
@@ -317,11 +322,36 @@ class Sweep:
             report.reasons[plan.decision.reason] += 1
             report.voided_by_epoch -= self._void(plan.data, plan.keys)
             self._entries.update(cleanup.keys)
+        if plans:
+            self.announce([plan.cleanup for plan in plans])
+
+    def announce(self, cleanups: list[Cleanup]) -> None:
+        """The cleanup signal, the verbose lines and the live monitor's events of cleanups
+        just committed; in the command's process (a worker hands them over)."""
+        signal = not self.dry_run and patient_session_cleared.has_listeners(Cleanup)
+        for cleanup in cleanups:
             if signal:
                 patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
             self.on_cleanup(cleanup)
-        if plans and not self.dry_run:
-            events.publish_batch([plan.cleanup.as_event() for plan in plans])
+        if cleanups and not self.dry_run:
+            events.publish_batch([cleanup.as_event() for cleanup in cleanups])
+
+    def merge(self, report: Report, entries: set[str]) -> None:
+        """Add a worker's counts and registry entries to this run's."""
+        for name in (
+            "scanned",
+            "with_patient_data",
+            "sessions",
+            "deleted",
+            "items",
+            "undecodable",
+            "undecodable_removed",
+            "errors",
+            "voided_by_epoch",
+        ):
+            setattr(self.report, name, getattr(self.report, name) + getattr(report, name))
+        self.report.reasons.update(report.reasons)
+        self._entries.update(entries)
 
     def _summary_event(self) -> dict[str, Any]:
         """One event for the live monitor per run (not one per session)."""

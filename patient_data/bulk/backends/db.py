@@ -64,15 +64,39 @@ class DatabaseBackend(Backend):
             rows = cursor.fetchall()
         return [Stored(session_key, raw, bool(expired)) for session_key, raw, expired in rows]
 
-    def pages(self, size: int) -> Iterator[list[Stored]]:
+    def pages(self, size: int, after: str = "", upto: str | None = None) -> Iterator[list[Stored]]:
+        """Every row, or those of the key range (``after``, ``upto``] (``upto`` None: no
+        end), ``size`` at a time in key order."""
         key = self.names["key"]
-        last = ""  # session keys are non-empty
+        last = after  # session keys are non-empty: "" is before all of them
+        end, bound = ("", []) if upto is None else (f" AND {key} <= %s", [upto])
         while True:
-            page = self._select(f"{key} > %s", [last], f" ORDER BY {key} LIMIT {int(size)}")
+            page = self._select(
+                f"{key} > %s{end}", [last, *bound], f" ORDER BY {key} LIMIT {int(size)}"
+            )
             if not page:
                 return
             yield page
             last = page[-1].key
+
+    def boundaries(self, every: int) -> list[str]:
+        """Every ``every``-th key in the table's key order, read from the key index.
+
+        The database orders them itself, so the ranges between them cover every key
+        exactly once whatever the collation.
+        """
+        connection = connections[self.using]
+        sql = "SELECT {key} FROM {table} WHERE {key} > %s ORDER BY {key} LIMIT 1 OFFSET %s".format(  # noqa: S608 - names from the model, values bound
+            **self.names
+        )
+        found: list[str] = []
+        with connection.cursor() as cursor:
+            while True:
+                cursor.execute(sql, [found[-1] if found else "", int(every) - 1])
+                row = cursor.fetchone()
+                if row is None:
+                    return found
+                found.append(row[0])
 
     def fetch(self, keys: list[str]) -> dict[str, Stored]:
         key = self.names["key"]

@@ -89,8 +89,10 @@ TARGETS = {
     "cleanup": Target(
         "patient_data/cleanup.py",
         (
+            "tests/test_cleanup_service.py",
             "tests/test_logout.py",
             "tests/test_api.py",
+            "tests/test_abuse.py",
             "tests/test_mutation_gaps.py",
             "tests/test_no_resurrection.py",
             "tests/test_session_lifetime.py",

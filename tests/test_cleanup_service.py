@@ -1,0 +1,82 @@
+"""The cleanup service called directly (a command, a signal receiver, a shell): its documented
+defaults, a session that was never stored, and the trace it leaves in the logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from patient_data import cleanup, patient_session
+from patient_data.models import CleanupEvent, PatientSessionState
+from patient_data.refs import session_ref
+from patient_data.sessions.db import SessionStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATIENT_KEYS = {"patient_summary", "current_patient_id"}
+
+
+def _session_with_patient_data(*, saved: bool = True) -> SessionStore:
+    session = SessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    patient_session.store(session, "current_patient_id", "SYN-XX-000003")
+    if saved:
+        session.save()
+    return session
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_cleanup_called_without_arguments_is_a_manual_api_clear(kind, caplog):
+    session = _session_with_patient_data()
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    with caplog.at_level(logging.DEBUG, "patient_data.cleanup"):
+        assert clear(session) == 2
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.reason, event.source) == (
+        "clear_patient_data",
+        "manual_cleanup",
+        "api",
+    )
+    assert (event.items_cleared, event.actor_id) == (2, None)
+    assert event.session_ref == session_ref(session.session_key)
+    assert "Cleanup manual_cleanup/api: 2 items." in caplog.messages
+    assert not PATIENT_KEYS & set(SessionStore(session.session_key).load())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_session_never_stored_is_cleaned_in_memory_only(kind):
+    session = _session_with_patient_data(saved=False)
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    assert clear(session, reason="manual_cleanup", source="api") == 2
+    assert not PATIENT_KEYS & set(session.keys())
+    assert session.session_key is None  # nothing was written for it
+    assert not PatientSessionState.objects.exists()
+    assert CleanupEvent.objects.get().items_cleared == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_default_cleanup_voids_a_copy_loaded_before_it(kind):
+    session = _session_with_patient_data()
+    earlier = SessionStore(session.session_key)
+    assert PATIENT_KEYS <= set(earlier.keys())  # a concurrent request, holding the data
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    assert clear(session) == 2
+    earlier["preference"] = "dark"
+    earlier.save()
+    stored = SessionStore(session.session_key).load()
+    assert not PATIENT_KEYS & set(stored)
+    assert stored["preference"] == "dark"

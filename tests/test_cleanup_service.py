@@ -7,8 +7,11 @@ import logging
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.test import RequestFactory
 
 from patient_data import cleanup, patient_session
+from patient_data.middleware.auth import USER_ATTR
 from patient_data.models import CleanupEvent, PatientSessionState
 from patient_data.refs import session_ref
 from patient_data.sessions.db import SessionStore
@@ -80,3 +83,22 @@ def test_a_default_cleanup_voids_a_copy_loaded_before_it(kind):
     stored = SessionStore(session.session_key).load()
     assert not PATIENT_KEYS & set(stored)
     assert stored["preference"] == "dark"
+
+
+@pytest.mark.parametrize("loaded_as", [USER_ATTR, "_cached_user", "_acached_user"])
+def test_the_actor_is_the_user_the_request_loaded_already(clinician, loaded_as):
+    # The project's authentication middleware, or Django's sync or async one, loaded the user.
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    setattr(request, loaded_as, clinician)
+    assert cleanup.clear_patient_session_data(request, reason="logout", source="logout") == 2
+    assert CleanupEvent.objects.get().actor_id == clinician.pk
+
+
+def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(clinician):
+    staff = get_user_model().objects.create(username="staff-actor")
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    request._cached_user = clinician
+    cleanup.clear_patient_session_data(request, reason="staff_cleanup", source="staff", actor=staff)
+    assert CleanupEvent.objects.get().actor_id == staff.pk

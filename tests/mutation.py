@@ -141,6 +141,9 @@ EQUIVALENT = {
     f"{_MIDDLEWARE}.x__finish__mutmut_5": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x__finish__mutmut_16": "the verdict is always set before: no default read",
     f"{_MIDDLEWARE}.x__username__mutmut_2": "AnonymousUser.get_username() is '' already",
+    f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__call____mutmut_21": (
+        "default None for False: both falsy"
+    ),
     f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__acall____mutmut_20": (
         "default None for False: both falsy"
     ),

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.test import RequestFactory
 
 from patient_data import cleanup, patient_session
@@ -102,3 +102,16 @@ def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(clinician):
     request._cached_user = clinician
     cleanup.clear_patient_session_data(request, reason="staff_cleanup", source="staff", actor=staff)
     assert CleanupEvent.objects.get().actor_id == staff.pk
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("before", "audited"), [({SESSION_KEY: "7"}, True), ({}, False)])
+def test_a_lost_session_is_audited_when_it_held_a_login(kind, before, audited):
+    # Other code flushed the session: a login that ended is recorded even without patient
+    # data, an anonymous empty session is not (it must not be able to fill the trail).
+    request = RequestFactory().post("/")
+    request.session = SessionStore()
+    record = cleanup.record_lost if kind == "sync" else async_to_sync(cleanup.arecord_lost)
+    assert record(request, before, reason="session_flushed", source="middleware") == 0
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
+    assert rows == ([("end_session", "session_flushed", 0)] if audited else [])

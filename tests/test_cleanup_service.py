@@ -115,3 +115,39 @@ def test_a_lost_session_is_audited_when_it_held_a_login(kind, before, audited):
     assert record(request, before, reason="session_flushed", source="middleware") == 0
     rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
     assert rows == ([("end_session", "session_flushed", 0)] if audited else [])
+
+
+def test_voiding_a_client_side_session_with_nothing_in_it_writes_no_audit_row():
+    cleared = async_to_sync(cleanup.avoid_client_session)(
+        "a" * 32, "b" * 32, (), 0, reason="browser_closed", source="presence"
+    )
+    assert cleared == 0
+    assert PatientSessionState.objects.get(ref="a" * 32).generation == 1  # voided all the same
+    assert not CleanupEvent.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ending_a_session_names_the_actor(kind, clinician):
+    staff = get_user_model().objects.create(username="staff-end")
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    request._cached_user = clinician
+    key = request.session.session_key
+    end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
+    assert end(request, reason="staff_end", source="staff", actor=staff) == 2
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.actor_id, event.items_cleared) == ("end_session", staff.pk, 2)
+    assert not SessionStore().exists(key)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(kind, clinician):
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    request._cached_user = clinician
+    SessionStore(request.session.session_key).delete()  # ended by another request
+    end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
+    assert end(request, reason="session_max_inactive", source="middleware") == 0
+    assert not CleanupEvent.objects.exists()
+    assert getattr(request, cleanup.LOGOUT_RECORDED_FLAG)
+    assert not request.user.is_authenticated

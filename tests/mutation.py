@@ -89,8 +89,10 @@ TARGETS = {
     "cleanup": Target(
         "patient_data/cleanup.py",
         (
+            "tests/test_cleanup_service.py",
             "tests/test_logout.py",
             "tests/test_api.py",
+            "tests/test_abuse.py",
             "tests/test_mutation_gaps.py",
             "tests/test_no_resurrection.py",
             "tests/test_session_lifetime.py",
@@ -105,6 +107,7 @@ TARGETS = {
 #: mutmut numbers mutants per function: after a change to a function, check its entries again.
 _COST_ONLY = "looks the epoch/generation up where judge then ignores it: cost, same verdict"
 _END_LOG = "_log reads the target only for unauthenticated_session, never an END verdict"
+_CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
 _ONE_DATABASE = "router/atomic given None use the default database, the only one"
 _SQL_CASE = "SQL keywords and unquoted column names are case-insensitive (SQLite, PostgreSQL)"
@@ -120,6 +123,8 @@ EQUIVALENT = {
     "patient_data.enforcement.x_aenforce__mutmut_34": _COST_ONLY,
     "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
+    "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
+    "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_bump__mutmut_11": _SAME_ROW,
     "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",
     "patient_data.guard.x_bump_many__mutmut_6": _ONE_DATABASE,
@@ -130,6 +135,7 @@ EQUIVALENT = {
     "patient_data.guard.x_bump_many__mutmut_20": _ONE_DATABASE,
     "patient_data.guard.x_bump_many__mutmut_31": _VALUES_FORM,
     "patient_data.guard.x_bump_many__mutmut_32": _VALUES_FORM,
+    f"{_MIDDLEWARE}.x__after_logout__mutmut_7": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x__is_passive__mutmut_3": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_8": _HEADER_CASE,
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_9": _HEADER_CASE,
@@ -139,6 +145,9 @@ EQUIVALENT = {
     f"{_MIDDLEWARE}.x__finish__mutmut_5": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x__finish__mutmut_16": "the verdict is always set before: no default read",
     f"{_MIDDLEWARE}.x__username__mutmut_2": "AnonymousUser.get_username() is '' already",
+    f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__call____mutmut_21": (
+        "default None for False: both falsy"
+    ),
     f"{_MIDDLEWARE}.xǁPatientSessionSecurityMiddlewareǁ__acall____mutmut_20": (
         "default None for False: both falsy"
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import SESSION_KEY
 from django.test import override_settings
 
-from patient_data import epoch, events
+from patient_data import epoch, events, notices
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
@@ -274,3 +275,9 @@ def test_patient_data_stored_without_a_sign_in_is_announced_without_a_user(drive
     [stored] = _of_type(_announced(driver, "/_test/store/"), events.STORED_TYPE)
     assert stored["session_ref"] == session_ref(driver.session_key)
     assert stored["user"] == ""
+
+
+def test_a_timeout_leaves_a_notice_for_the_next_page(with_patient_data):
+    with_patient_data.rewrite(seen=time.time() - 31 * MINUTE)
+    response = with_patient_data.get("/_test/plain/")
+    assert re.fullmatch(r"patient_session_timeout\.\d+", response.cookies[notices.COOKIE].value)

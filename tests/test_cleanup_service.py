@@ -1,0 +1,153 @@
+"""The cleanup service called directly (a command, a signal receiver, a shell): its documented
+defaults, a session that was never stored, and the trace it leaves in the logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.test import RequestFactory
+
+from patient_data import cleanup, patient_session
+from patient_data.middleware.auth import USER_ATTR
+from patient_data.models import CleanupEvent, PatientSessionState
+from patient_data.refs import session_ref
+from patient_data.sessions.db import SessionStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATIENT_KEYS = {"patient_summary", "current_patient_id"}
+
+
+def _session_with_patient_data(*, saved: bool = True) -> SessionStore:
+    session = SessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    patient_session.store(session, "current_patient_id", "SYN-XX-000003")
+    if saved:
+        session.save()
+    return session
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_cleanup_called_without_arguments_is_a_manual_api_clear(kind, caplog):
+    session = _session_with_patient_data()
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    with caplog.at_level(logging.DEBUG, "patient_data.cleanup"):
+        assert clear(session) == 2
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.reason, event.source) == (
+        "clear_patient_data",
+        "manual_cleanup",
+        "api",
+    )
+    assert (event.items_cleared, event.actor_id) == (2, None)
+    assert event.session_ref == session_ref(session.session_key)
+    assert "Cleanup manual_cleanup/api: 2 items." in caplog.messages
+    assert not PATIENT_KEYS & set(SessionStore(session.session_key).load())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_session_never_stored_is_cleaned_in_memory_only(kind):
+    session = _session_with_patient_data(saved=False)
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    assert clear(session, reason="manual_cleanup", source="api") == 2
+    assert not PATIENT_KEYS & set(session.keys())
+    assert session.session_key is None  # nothing was written for it
+    assert not PatientSessionState.objects.exists()
+    assert CleanupEvent.objects.get().items_cleared == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_default_cleanup_voids_a_copy_loaded_before_it(kind):
+    session = _session_with_patient_data()
+    earlier = SessionStore(session.session_key)
+    assert PATIENT_KEYS <= set(earlier.keys())  # a concurrent request, holding the data
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    assert clear(session) == 2
+    earlier["preference"] = "dark"
+    earlier.save()
+    stored = SessionStore(session.session_key).load()
+    assert not PATIENT_KEYS & set(stored)
+    assert stored["preference"] == "dark"
+
+
+@pytest.mark.parametrize("loaded_as", [USER_ATTR, "_cached_user", "_acached_user"])
+def test_the_actor_is_the_user_the_request_loaded_already(clinician, loaded_as):
+    # The project's authentication middleware, or Django's sync or async one, loaded the user.
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    setattr(request, loaded_as, clinician)
+    assert cleanup.clear_patient_session_data(request, reason="logout", source="logout") == 2
+    assert CleanupEvent.objects.get().actor_id == clinician.pk
+
+
+def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(clinician):
+    staff = get_user_model().objects.create(username="staff-actor")
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    request._cached_user = clinician
+    cleanup.clear_patient_session_data(request, reason="staff_cleanup", source="staff", actor=staff)
+    assert CleanupEvent.objects.get().actor_id == staff.pk
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("before", "audited"), [({SESSION_KEY: "7"}, True), ({}, False)])
+def test_a_lost_session_is_audited_when_it_held_a_login(kind, before, audited):
+    # Other code flushed the session: a login that ended is recorded even without patient
+    # data, an anonymous empty session is not (it must not be able to fill the trail).
+    request = RequestFactory().post("/")
+    request.session = SessionStore()
+    record = cleanup.record_lost if kind == "sync" else async_to_sync(cleanup.arecord_lost)
+    assert record(request, before, reason="session_flushed", source="middleware") == 0
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
+    assert rows == ([("end_session", "session_flushed", 0)] if audited else [])
+
+
+def test_voiding_a_client_side_session_with_nothing_in_it_writes_no_audit_row():
+    cleared = async_to_sync(cleanup.avoid_client_session)(
+        "a" * 32, "b" * 32, (), 0, reason="browser_closed", source="presence"
+    )
+    assert cleared == 0
+    assert PatientSessionState.objects.get(ref="a" * 32).generation == 1  # voided all the same
+    assert not CleanupEvent.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ending_a_session_names_the_actor(kind, clinician):
+    staff = get_user_model().objects.create(username="staff-end")
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    request._cached_user = clinician
+    key = request.session.session_key
+    end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
+    assert end(request, reason="staff_end", source="staff", actor=staff) == 2
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.actor_id, event.items_cleared) == ("end_session", staff.pk, 2)
+    assert not SessionStore().exists(key)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(kind, clinician):
+    request = RequestFactory().post("/")
+    request.session = _session_with_patient_data()
+    request._cached_user = clinician
+    SessionStore(request.session.session_key).delete()  # ended by another request
+    end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
+    assert end(request, reason="session_max_inactive", source="middleware") == 0
+    assert not CleanupEvent.objects.exists()
+    assert getattr(request, cleanup.LOGOUT_RECORDED_FLAG)
+    assert not request.user.is_authenticated

@@ -26,6 +26,9 @@ event loop's thread instead of a worker thread:
   inline. ``stock / django-min`` is the most any stack can gain without changing Django;
 - ``handler-only``: only the handler's two hops kept, every query inline.
 
+And ``ours-5hops``: ours as before the user was read in the session's load hop (the session
+row and the user row a hop each), for a before/after ratio measured side by side.
+
 It works on a throw-away SQLite database (synthetic demo data) in a temporary NCP_VAR_DIR,
 ignoring DATABASE_URL / REDIS_URL, and only ever talks to 127.0.0.1. Every loop is bounded
 by a count and by ``--max-seconds``.
@@ -65,6 +68,7 @@ USERNAME = "clinician"
 FLOOR = "floor"
 HANDLER_HOPS = frozenset({"Signal.asend.<locals>.sync_send", "HttpResponseBase.close"})
 SESSION_HOP = "GuardedSessionMixin._load_with_companion"
+SEPARATE_USER_HOP = "ours-5hops"
 #: Synthetic stacks (in-process only): ours, with only the named hops kept as thread hops.
 SYNTHETIC = {
     FLOOR: frozenset(),
@@ -360,6 +364,18 @@ def without_thread_hops(keep: frozenset[str] = frozenset()) -> Iterator[None]:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
+@contextmanager
+def user_in_its_own_hop() -> Iterator[None]:
+    """Ours as before: the session's load does not read the user (Django's ``aload``)."""
+    from patient_data.sessions.db import SessionStore
+
+    SessionStore.loads_in_thread = False
+    try:
+        yield
+    finally:
+        SessionStore.loads_in_thread = True
+
+
 def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -> list[Sample]:
     """The same request through Django's ASGI handler (built per stack), no network."""
     os.environ.update({**env, "DJANGO_SETTINGS_MODULE": FULL})
@@ -380,7 +396,7 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
     for label, module in STACKS.items():
         with override_settings(MIDDLEWARE=import_module(module).MIDDLEWARE):
             apps[label] = ASGIHandler()
-    for label in SYNTHETIC:
+    for label in (*SYNTHETIC, SEPARATE_USER_HOP):
         apps[label] = ASGIHandler()
     patient = DemoPatient.objects.order_by("patient_id").first()
     scopes = {}
@@ -411,6 +427,8 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
         def measure(sample: Sample) -> tuple[int, float, float]:
             keep = SYNTHETIC.get(sample.label)
             hops = nullcontext() if keep is None else without_thread_hops(keep)
+            if sample.label == SEPARATE_USER_HOP:
+                hops = user_in_its_own_hop()
             with hops:
                 start, cpu = time.perf_counter(), time.process_time()
                 loop.run_until_complete(repeat(sample.label, options.inprocess))
@@ -451,6 +469,14 @@ def report(network: list[Sample], local: list[Sample], options: argparse.Namespa
         "django-min": "only Django's own hops (handler 2, ORM 1): the most without changing Django",
         "handler-only": "only the handler's 2 hops, queries inline",
     }
+    before = loc[SEPARATE_USER_HOP]
+    print(
+        f"{SEPARATE_USER_HOP} (in-process): {before.micros_per_request:.0f} us wall, "
+        f"{before.cpu_micros_per_request:.0f} us CPU per request; ours against it "
+        f"{before.cpu_micros_per_request / loc['ours'].cpu_micros_per_request:.2f}x CPU; "
+        f"stock/{SEPARATE_USER_HOP} "
+        f"{loc['stock'].cpu_micros_per_request / before.cpu_micros_per_request:.2f}x CPU"
+    )
     for label in SYNTHETIC:
         synthetic = loc[label]
         print(

@@ -10,6 +10,9 @@ remove, in this process, CPU and wall per repetition (median of rounds):
   under ASGI: the request's worker thread is new, and so is its connection);
 - ``queries``: the steady page's three queries (session row, user, patient) on an open
   connection;
+- ``session blob decode``: the signature check and JSON of the stored session (its load);
+- ``user's session hash``: the HMAC Django compares with the session's (auth's verification);
+- ``conf reads``: the ten ``patient_data.conf`` settings reads a request makes at most;
 - ``hop: first`` / ``hop: each further``: ``sync_to_async`` of a no-op inside a request's
   ``ThreadSensitiveContext`` (the first starts the request's worker thread, closing the
   context joins it), and each further one.
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,6 +77,7 @@ def measure(options: argparse.Namespace) -> None:
     from django.test import Client, RequestFactory
     from django.utils import timezone
 
+    from patient_data.conf import conf
     from patient_data.models import DemoPatient
     from patient_data.views import portal
 
@@ -102,6 +107,14 @@ def measure(options: argparse.Namespace) -> None:
         get_user_model().objects.get(pk=user_pk)
         DemoPatient.objects.get(patient_id=patient.patient_id)
 
+    blob = Session.objects.get(session_key=session_key).session_data
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    user = get_user_model().objects.get(pk=user_pk)
+
+    def conf_reads() -> None:
+        for _ in range(10):
+            conf.PATIENT_PASSIVE_PATH_PREFIXES  # noqa: B018 - the read is what is timed
+
     def connect() -> None:
         connection.ensure_connection()
         connection.close()
@@ -122,6 +135,9 @@ def measure(options: argparse.Namespace) -> None:
     parts = {
         "template": lambda: render(request, template, context, **kwargs),
         "connection (open + close)": connect,
+        "session blob decode": lambda: store.decode(blob),
+        "user's session hash": user.get_session_auth_hash,
+        "conf reads (10)": conf_reads,
         "queries (3, connection open)": queries,
         "request context, no hop": hops(0),
         "request context, 1 hop": hops(1),

@@ -25,6 +25,7 @@ from patient_data.middleware.auth import EARLY_ATTR, AuthenticationMiddleware
 from patient_data.middleware.patient_session_security import CLEARED_HEADER
 from patient_data.models import CleanupEvent, DemoPatient
 from tests.conftest import sign_in_request
+from tests.engine_support import engine_fixture, engine_name  # noqa: F401 - the engine fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,3 +226,14 @@ async def test_the_early_user_is_not_used_once_the_session_names_another(patient
     user = await request.auser()
     assert not user.is_authenticated  # Django: the clinician's hash does not verify -> flush
     assert await request.session.aget(SESSION_KEY) is None
+
+
+async def test_every_engine_whose_load_hops_reads_the_user_in_that_hop(engine, patient, hops):
+    """``db``, ``cache``, ``cached_db``: the user rides the session's hop. ``file`` and
+    ``signed_cookies`` load in the loop (Django's ``aload``): the user keeps its own hop."""
+    client, url = await _steady_client(patient)
+    hops.clear()
+    assert (await client.get(url)).status_code == 200
+    shared = engine_name(engine) in {"db", "cache", "cached_db"}
+    assert hops.count(SESSION_AND_USER_HOP) == (1 if shared else 0)
+    assert hops.count(QUERY_HOP) == (1 if shared else 2)  # the patient (and the user)

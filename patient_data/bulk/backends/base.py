@@ -9,14 +9,18 @@ reported back as a conflict, re-read and re-processed, never overwritten blindly
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core import signing
+
+if TYPE_CHECKING:
+    from patient_data.registry import Registry
 
 #: Largest payload the pre-filter inflates before the signature is checked; a bigger one
 #: goes the verified way (signature first, as Django does), so no stored row can make the
@@ -63,6 +67,8 @@ class Backend(ABC):
         self.peekable = (
             type(self).loads is Backend.loads and self._codec.serializer is signing.JSONSerializer
         )
+        self._needles_for: Registry | None = None
+        self._pattern: re.Pattern | None = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.engine})"
@@ -96,26 +102,36 @@ class Backend(ABC):
             raise Undecodable("not a mapping")
         return data
 
-    def holding(
-        self, raw: Any, patient_keys: Callable[[Iterable[str]], list[str]]
-    ) -> tuple[dict | None, list[str]]:
+    def holding(self, raw: Any, registry: Registry) -> tuple[dict | None, list[str]]:
         """The session and its patient keys, or ``(None, [])`` when it holds none; raises
         ``Undecodable`` like :meth:`decode` for a session that may hold some.
 
-        The pre-filter (signed JSON payloads): the payload is read without checking its
-        signature first; when it names no registered key the row holds no patient data
-        whatever its signature (with a valid one Django loads exactly that dict; with a bad
-        one Django loads an empty session), so it is left there, unverified and unused. A
-        payload naming a registered key is used only once its signature is verified (as
-        Django's own loads, fallback keys included). A payload that does not parse, or is
-        larger than ``PEEK_LIMIT``, goes the verified way as before.
+        The pre-filter (signed JSON payloads, see docs/commands.md): the payload is read
+        before its signature is checked. When it cannot name a registered key the row
+        holds no patient data whatever its signature (with a valid one Django loads a dict
+        without any, with a bad one or a payload that is no JSON an empty session), so it
+        is left there unverified and unused. It cannot name one when the JSON text has no
+        escape (a backslash) and no registered key in quotes (``"key"``) nor a quote and a
+        declared prefix (``"prefix``): without escapes a JSON string is its characters as
+        written. Otherwise it is parsed as Django's ``JSONSerializer`` would and, when it
+        does name one, used only once its signature is verified by Django's own
+        ``TimestampSigner.unsign`` (fallback keys included). A payload that does not
+        unpack here, or is larger than ``PEEK_LIMIT``, goes the verified way as before.
         """
-        data = self._peek(raw) if self.peekable else None
-        if data is None:
+        text = self._payload(raw) if self.peekable else None
+        if text is None:
             data = self.decode(raw)
-            keys = patient_keys(data)
+            keys = registry.patient_keys(data)
             return (data, keys) if keys else (None, [])
-        keys = patient_keys(data)
+        if "\\" not in text and not self._needles(registry).search(text):
+            return None, []
+        try:
+            data = json.loads(text)
+        except Exception:  # noqa: BLE001 - no JSON (or too deep): Django loads an empty session
+            data = None
+        if not isinstance(data, dict):
+            return None, []
+        keys = registry.patient_keys(data)
         if not keys:
             return None, []
         try:
@@ -124,15 +140,26 @@ class Backend(ABC):
             raise Undecodable(type(exc).__name__) from None
         return data, keys
 
+    def _needles(self, registry: Registry) -> re.Pattern:
+        """What a JSON text without escapes holds if it names a key of ``registry``."""
+        if self._needles_for is not registry:
+            needles = [f'"{key}"' for key in registry.keys] + [
+                f'"{prefix}' for prefix in registry.prefixes
+            ]
+            self._pattern = re.compile("|".join(map(re.escape, sorted(needles))) or "(?!)")
+            self._needles_for = registry
+        return self._pattern
+
     @cached_property
     def _signer(self) -> signing.TimestampSigner:
         # What signing.loads builds per call (the keys read once per run).
         return signing.TimestampSigner(salt=self._codec.key_salt)
 
     @staticmethod
-    def _peek(raw: Any) -> dict | None:
-        """The payload of a signed session as Django's loads would read it once verified,
-        without verifying it; None when it does not parse here (the caller then verifies)."""
+    def _payload(raw: Any) -> str | None:
+        """The JSON text of a signed session as Django's loads reads it once verified (the
+        same splits, base64 and zlib steps, latin-1 text), without verifying it; None when
+        it does not unpack here (the caller then verifies)."""
         if not isinstance(raw, str):
             return None
         try:
@@ -150,11 +177,9 @@ class Backend(ABC):
                     return None
             elif len(data) > PEEK_LIMIT:
                 return None
-            # Django's JSONSerializer.loads.
-            found = json.loads(data.decode("latin-1"))
-        except Exception:  # noqa: BLE001 - whatever does not parse goes the verified way
+        except Exception:  # noqa: BLE001 - whatever does not unpack goes the verified way
             return None
-        return found if isinstance(found, dict) else None
+        return data.decode("latin-1")
 
     def loads(self, raw: Any) -> Any:
         codec = self._codec

@@ -169,47 +169,74 @@ def give_patient_data(keys: list[str]) -> None:
 
 @dataclass
 class Server:
-    process: subprocess.Popen
+    processes: list[subprocess.Popen]
     port: int
-    log: Path
+    logs: list[Path]
 
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def rss(self) -> int:
+        return sum(rss_bytes(process.pid) for process in self.processes)
+
+    def signal(self, signum: int) -> None:
+        for process in self.processes:
+            process.send_signal(signum)
+
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=20)
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=20)
 
     def errors(self) -> int:
-        text = self.log.read_text(errors="replace")
+        text = "".join(log.read_text(errors="replace") for log in self.logs)
         return text.count("Traceback") + text.count("Too many connections")
 
 
-def start_daphne(env: dict[str, str], application: str, log: Path) -> Server:
+def start_daphne(env: dict[str, str], application: str, log: Path, workers: int = 1) -> Server:
+    """``workers`` daphne processes on one listening socket, as ``startup_with_cleanup.py
+    --workers N`` runs them (the parent binds, each child adopts it with ``--fd``)."""
     import socket
 
-    port = free_port()
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    listener.set_inheritable(True)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    command = [sys.executable, "-m", "daphne", "--fd", str(fd)]
     # daphne drops a handshake not accepted within 5 s; on a loaded 2-core machine the
     # queue of handshakes behind the one sync thread can take longer.
     command += ["--websocket_connect_timeout", "60", application]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    env = {**env, "NCP_WORKERS": str(workers)}
+    processes, logs = [], []
+    for number in range(workers):
+        path = log if workers == 1 else log.with_name(f"{log.stem}-{number}{log.suffix}")
+        with path.open("wb") as out:
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out, pass_fds=(fd,))
+            )
+        logs.append(path)
+    listener.close()  # the children hold it
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Server(process, port, log)
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
+    started = [False] * workers
+    while not all(started):
+        for number, path in enumerate(logs):
+            started[number] = started[number] or b"Listening on" in path.read_bytes()
+        if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+            for process in processes:
                 process.kill()
-                raise RuntimeError(f"daphne did not start, see {log}") from None
-            time.sleep(0.2)
+            raise RuntimeError(f"daphne did not start, see {logs}") from None
+        time.sleep(0.2)
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    return Server(processes, port, logs)
 
 
 # --- clients ------------------------------------------------------------------------------
@@ -433,7 +460,7 @@ async def run_daphne(
     from patient_data.refs import session_ref
 
     refs = [session_ref(key) for key in keys]
-    server = start_daphne(env, application, log)
+    server = start_daphne(env, application, log, args.workers)
     try:
         base = f"ws://127.0.0.1:{server.port}"
         # Warm the process up (imports, first connections) before measuring its RSS.
@@ -441,7 +468,7 @@ async def run_daphne(
         await until(lambda: bool(warm[0].seen))
         await close_all(warm)
         await asyncio.sleep(1)
-        before = rss_bytes(server.process.pid)
+        before = server.rss()
         opening = time.perf_counter()
         widgets = await connect_all(
             f"{base}/ws/patient-session/", [_cookie(key) for key in keys], server.origin
@@ -452,9 +479,10 @@ async def run_daphne(
         connected = await until(lambda: all(s.seen for s in widgets + staff))
         opened_in = time.perf_counter() - opening
         await asyncio.sleep(2)
-        after = rss_bytes(server.process.pid)
+        after = server.rss()
         result = {
             "sockets": len(widgets) + len(staff),
+            "workers": args.workers,
             "all_greeted": connected,
             "sockets_opened_per_s": (len(widgets) + len(staff)) / opened_in,
             "rss_before_mb": before / 2**20,
@@ -549,6 +577,13 @@ def main() -> None:
     parser.add_argument("--staff", type=int, default=5)
     parser.add_argument("--cleanups", type=int, default=500, help="per path (HTTP, socket)")
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="daphne processes on one socket (the deployment's"
+        " startup_with_cleanup.py --workers N)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)

@@ -70,7 +70,8 @@ def forget_loaded_session(scope: dict[str, Any]) -> None:
     """Drop what the handshake loaded of the session (its patient data among it): an open
     socket decides on the session as stored now (``SessionTarget``), never on this copy, so
     it needs not keep it for its lifetime. Read again, it would simply be loaded again."""
-    session = getattr(scope.get("session"), "_wrapped", None)
+    session = scope.get("session")
+    session = getattr(session, "_wrapped", session)  # Channels' lazy object, if any
     for name in ("_session_cache", "_as_loaded"):
         with contextlib.suppress(AttributeError, TypeError):
             delattr(session, name)
@@ -177,8 +178,8 @@ class PatientSessionConsumer(_LiveSocket):
     command_types = protocol.SESSION_COMMANDS
 
     async def connect(self) -> None:
-        # No aclose_old_connections() here: Channels' AuthMiddleware has just loaded the
-        # session and user in one database_sync_to_async call, which closes them around it.
+        # No aclose_old_connections() here: the handshake (auth.SocketAuthMiddleware) has just
+        # loaded the session and user in one database_sync_to_async call, which closes them.
         self.identity = auth.identity(self.scope)
         if self.identity is None:
             return await self.close()

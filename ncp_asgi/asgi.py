@@ -2,7 +2,8 @@
 
 HTTP goes to Django (with static files served in-process when NCP_SERVE_STATIC is on, so the
 embedded default works offline with nothing else running); WebSockets go to the monitor's
-routes behind session/auth middleware and an Origin check.
+routes behind the session/auth middleware (``monitor.auth.SocketAuthMiddleware``, one load of
+both) and an Origin check.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ncp_asgi.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from monitor.auth import SocketAuthMiddleware  # noqa: E402
 from monitor.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
@@ -28,7 +29,7 @@ application = ProtocolTypeRouter(
     {
         "http": http_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            SocketAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),
     }
 )

@@ -147,7 +147,12 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("NCP_REDIS_PREFIX", "ncp"),
-            "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 2},
+            "OPTIONS": {
+                "socket_timeout": 5,
+                "socket_connect_timeout": 2,
+                # One pool per process, not one per request (ncp_asgi/redis_pool.py).
+                "pool_class": "ncp_asgi.redis_pool.SharedConnectionPool",
+            },
         }
     }
 else:

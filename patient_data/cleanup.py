@@ -12,7 +12,7 @@ bare ``SessionBase``, and return the number of patient data items cleared.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -388,18 +388,41 @@ async def avoid_client_session(
     return items
 
 
-def record_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
-    """Record a session that was flushed by other code; ``before`` is its earlier content."""
+def _lost(
+    target: Any, before: dict[str, Any], reason: str, source: str, session_key: str | None
+) -> Cleanup:
     keys = get_registry().patient_keys(before)
     cleanup = _result(target, CleanupEvent.Action.END_SESSION, reason, source, None, keys)
+    if session_key is not None:  # the key it had: the event reaches that session's sockets
+        cleanup = replace(cleanup, session_ref=session_ref(session_key))
+    return cleanup
+
+
+def record_lost(
+    target: Any,
+    before: dict[str, Any],
+    *,
+    reason: str,
+    source: str,
+    session_key: str | None = None,
+) -> int:
+    """Record a session that was flushed by other code; ``before`` is its earlier content and
+    ``session_key`` the key it had, when it had another than the session's key now."""
+    cleanup = _lost(target, before, reason, source, session_key)
     _announce(cleanup, SESSION_KEY in before)
     return cleanup.items_cleared
 
 
-async def arecord_lost(target: Any, before: dict[str, Any], *, reason: str, source: str) -> int:
+async def arecord_lost(
+    target: Any,
+    before: dict[str, Any],
+    *,
+    reason: str,
+    source: str,
+    session_key: str | None = None,
+) -> int:
     """Async twin of :func:`record_lost`."""
-    keys = get_registry().patient_keys(before)
-    cleanup = _result(target, CleanupEvent.Action.END_SESSION, reason, source, None, keys)
+    cleanup = _lost(target, before, reason, source, session_key)
     await _aannounce(cleanup, SESSION_KEY in before)
     return cleanup.items_cleared
 

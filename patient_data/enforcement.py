@@ -67,10 +67,18 @@ def _log(target: Any, verdict: policy.Verdict, items: int) -> None:
     )
 
 
+def _flushed_meanwhile(found: policy.Facts, data_now: dict[str, Any]) -> bool:
+    """Django's own user lookup flushed the session while the facts were gathered (its
+    authentication hash no longer verifies: the password was changed elsewhere): the
+    patient data is gone already, and its loss still has to be recorded and announced."""
+    return found.has_patient_data and not get_registry().patient_keys(data_now)
+
+
 def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
     """Judge the session of ``target`` now and carry the verdict out (sync)."""
     session = target.session
-    found = facts(dict(session.items()), time.time())
+    key, data = session.session_key, dict(session.items())
+    found = facts(data, time.time())
     ref = _verified_ref(session, found)
     if ref:
         found = replace(found, ended=revocation.is_ended(ref))
@@ -84,6 +92,11 @@ def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
     verdict = policy.judge(found)
     if verdict.reason == ENDED:
         cleanup.log_out_ended(target)
+    elif verdict.action != policy.KEEP and _flushed_meanwhile(found, dict(session.items())):
+        lost = cleanup.record_lost(
+            target, data, reason=verdict.reason, source=source, session_key=key
+        )
+        _log(target, verdict, lost)
     elif verdict.action == policy.END:
         _log(target, verdict, cleanup.end_session(target, reason=verdict.reason, source=source))
     elif verdict.action == policy.CLEAR:
@@ -97,7 +110,8 @@ def enforce(target: Any, source: str = "middleware") -> policy.Verdict:
 async def aenforce(target: Any, source: str = "middleware") -> policy.Verdict:
     """Async twin of :func:`enforce` (Django's async session and auth API only)."""
     session = target.session
-    found = facts(dict(await session.aitems()), time.time())
+    key, data = session.session_key, dict(await session.aitems())
+    found = facts(data, time.time())
     ref = _verified_ref(session, found)
     if ref:
         found = replace(found, ended=await revocation.ais_ended(ref))
@@ -111,6 +125,11 @@ async def aenforce(target: Any, source: str = "middleware") -> policy.Verdict:
     verdict = policy.judge(found)
     if verdict.reason == ENDED:
         await cleanup.alog_out_ended(target)
+    elif verdict.action != policy.KEEP and _flushed_meanwhile(found, dict(await session.aitems())):
+        lost = await cleanup.arecord_lost(
+            target, data, reason=verdict.reason, source=source, session_key=key
+        )
+        _log(target, verdict, lost)
     elif verdict.action == policy.END:
         items = await cleanup.aend_session(target, reason=verdict.reason, source=source)
         _log(target, verdict, items)

@@ -22,7 +22,9 @@ from django.utils import timezone
 
 from patient_data import cleanup, enforcement, guard, patient_session, policy, revocation
 from patient_data.models import CleanupEvent, EndedSession, PatientSessionState
+from patient_data.refs import session_ref
 from patient_data.registry import META_KEY
+from patient_data.signals import patient_session_cleared
 from tests import urls as test_urls
 from tests.conftest import Driver
 from tests.engine_support import engine_fixture, engine_name  # noqa: F401 - "engine"
@@ -399,3 +401,30 @@ def test_a_login_without_a_stamp_gets_one_at_its_next_activity(logged_in):
     store.save()
     logged_in.get("/_test/plain/")
     assert time.time() - logged_in.stored()[META_KEY]["login"] < 5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_password_changed_elsewhere_ends_the_session_and_the_loss_is_recorded(clinician, kind):
+    # Django's own user lookup flushes a session whose authentication hash no longer verifies,
+    # patient data included, before any cleanup of ours runs: the loss must still be audited
+    # and announced to that session's sockets (its old ref), not pass unrecorded.
+    browser = _signed_in(kind, clinician)
+    ref = session_ref(browser.session_key)
+    announced = []
+
+    def receiver(sender, signal, **kwargs):
+        announced.append((kwargs["action"], kwargs["session_ref"], kwargs["items_cleared"]))
+
+    clinician.set_password("changed-elsewhere-2")
+    clinician.save()
+    patient_session_cleared.connect(receiver)
+    try:
+        assert browser.get("/_test/whoami/").json() == {"authenticated": False}
+    finally:
+        patient_session_cleared.disconnect(receiver)
+    assert "patient_summary" not in browser.stored()
+    [event] = CleanupEvent.objects.all()
+    recorded = (event.action, event.reason, event.source, event.items_cleared, event.session_ref)
+    assert recorded == ("end_session", "unauthenticated_session", "middleware", 3, ref)
+    assert announced == [("end_session", ref, 3)]

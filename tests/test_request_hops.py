@@ -35,6 +35,13 @@ QUERY_HOP = "QuerySet.get"
 SESSION_AND_USER_HOP = "GuardedSessionMixin._load_with_companion"
 
 
+@pytest.fixture(autouse=True)
+def no_activity_write_due(settings):
+    """Steady state however slow the machine: no activity write falls due between requests
+    (an extra hop and query that a loaded CI machine otherwise sometimes saw)."""
+    settings.PATIENT_ACTIVITY_WRITE_INTERVAL = 3600
+
+
 @pytest.fixture
 def queries(monkeypatch) -> list[str]:
     """The table of every query run from now on, in any thread."""

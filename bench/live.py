@@ -194,6 +194,10 @@ class Server:
                 process.kill()
                 process.wait(timeout=20)
 
+    def all_served(self) -> bool:
+        """Whether every process has accepted a socket (its access log says so)."""
+        return all(b"WSCONNECT " in log.read_bytes() for log in self.logs)
+
     def errors(self) -> int:
         text = "".join(log.read_text(errors="replace") for log in self.logs)
         return text.count("Traceback") + text.count("Too many connections")
@@ -463,10 +467,16 @@ async def run_daphne(
     server = start_daphne(env, application, log, args.workers)
     try:
         base = f"ws://127.0.0.1:{server.port}"
-        # Warm the process up (imports, first connections) before measuring its RSS.
-        warm = await connect_all(f"{base}/ws/patient-session/", [_cookie(keys[0])], server.origin)
-        await until(lambda: bool(warm[0].seen))
-        await close_all(warm)
+        # Warm every process up (imports, first connections, pools) before measuring RSS:
+        # open sockets one at a time until each process has accepted one (the kernel picks).
+        for _ in range(20 * len(server.processes)):
+            warm = await connect_all(
+                f"{base}/ws/patient-session/", [_cookie(keys[0])], server.origin
+            )
+            await until(lambda warm=warm: bool(warm[0].seen))
+            await close_all(warm)
+            if server.all_served():
+                break
         await asyncio.sleep(1)
         before = server.rss()
         opening = time.perf_counter()

@@ -1,10 +1,11 @@
 """Live side benchmark: daphne + channels-redis on real Redis, 1,000 widget sockets, 5 staff.
 
     .venv/bin/python bench/live.py [--sockets 1000] [--staff 5] [--cleanups 500] [--rate 100]
-                                   [--redis redis://127.0.0.1:6379/0]
+                                   [--redis redis://127.0.0.1:6379/0] [--workers 1]
                                    [--postgres postgres://postgres@127.0.0.1:5432]
 
-One daphne process (``DEBUG=0``) on 127.0.0.1 serves ``ncp_asgi.asgi:application`` with
+One daphne process (``DEBUG=0``; ``--workers N``: N of them on one listening socket, as
+``startup_with_cleanup.py --workers N`` runs them) on 127.0.0.1 serves ``ncp_asgi.asgi:application`` with
 channels-redis on --redis and a recreated PostgreSQL database ``ncp_bench_live``. Every widget
 socket is its own signed-in session holding patient data (synthetic); the staff sockets are
 one staff user's sessions with both monitor permissions. Measured, once as shipped (the

@@ -1,12 +1,14 @@
 """Live side benchmark: daphne + channels-redis on real Redis, 1,000 widget sockets, 5 staff.
 
     .venv/bin/python bench/live.py [--sockets 1000] [--staff 5] [--cleanups 500] [--rate 100]
-                                   [--redis redis://127.0.0.1:6379/0]
+                                   [--redis redis://127.0.0.1:6379/0] [--workers 1]
                                    [--postgres postgres://postgres@127.0.0.1:5432]
 
-One daphne process (``DEBUG=0``) on 127.0.0.1 serves ``ncp_asgi.asgi:application`` with
-channels-redis on --redis and a recreated PostgreSQL database ``ncp_bench_live``. Every widget
-socket is its own signed-in session holding patient data (synthetic); the staff sockets are
+One daphne process (``DEBUG=0``; ``--workers N``: N of them on one listening socket, as
+``startup_with_cleanup.py --workers N`` runs them) on 127.0.0.1 serves
+``ncp_asgi.asgi:application`` with channels-redis on --redis and a recreated PostgreSQL
+database ``ncp_bench_live``. Every widget socket is its own signed-in session holding patient
+data (synthetic); the staff sockets are
 one staff user's sessions with both monitor permissions. Measured, once as shipped (the
 consumers skip Channels' per-message database cleanup, ``aclose_old_connections`` before
 every handler)
@@ -193,6 +195,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=20)
+
+    def all_served(self) -> bool:
+        """Whether every process has accepted a socket (its access log says so)."""
+        return all(b"WSCONNECT " in log.read_bytes() for log in self.logs)
 
     def errors(self) -> int:
         text = "".join(log.read_text(errors="replace") for log in self.logs)
@@ -463,10 +469,16 @@ async def run_daphne(
     server = start_daphne(env, application, log, args.workers)
     try:
         base = f"ws://127.0.0.1:{server.port}"
-        # Warm the process up (imports, first connections) before measuring its RSS.
-        warm = await connect_all(f"{base}/ws/patient-session/", [_cookie(keys[0])], server.origin)
-        await until(lambda: bool(warm[0].seen))
-        await close_all(warm)
+        # Warm every process up (imports, first connections, pools) before measuring RSS:
+        # open sockets one at a time until each process has accepted one (the kernel picks).
+        for _ in range(20 * len(server.processes)):
+            warm = await connect_all(
+                f"{base}/ws/patient-session/", [_cookie(keys[0])], server.origin
+            )
+            await until(lambda warm=warm: bool(warm[0].seen))
+            await close_all(warm)
+            if server.all_served():
+                break
         await asyncio.sleep(1)
         before = server.rss()
         opening = time.perf_counter()

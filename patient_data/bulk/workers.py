@@ -106,10 +106,12 @@ def sweep(run: Sweep) -> bool:
     run.on_page = page_done
     try:
         _work(run, tasks)
-        while pending:
-            pump(block=True)
     finally:
         run.on_page = on_page
+        # Also when this process failed: the workers finish the ranges left and must be
+        # heard out (a worker cannot exit while its messages fill the pipe).
+        while pending:
+            pump(block=True)
         for child in children:
             child.join()
     return True

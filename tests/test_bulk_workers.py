@@ -247,3 +247,30 @@ def test_sessions_written_during_the_sweep_past_the_last_range_are_swept(engine,
     )
     assert (code, used) == (0, [True])
     assert "Scanned 21 sessions, 21 with patient data." in out
+
+
+@pytest.mark.parametrize("engine", ["db"], indirect=True)
+def test_a_failing_command_process_still_hears_its_workers_out(engine, monkeypatch):
+    keys = [make_session(engine) for _ in range(30)]
+    pid = os.getpid()
+    original = Sweep.sweep_pages
+
+    def fail_here(self, pages):
+        if os.getpid() == pid:
+            raise RuntimeError("synthetic failure")
+        original(self, pages)
+
+    monkeypatch.setattr(Sweep, "sweep_pages", fail_here)
+    with pytest.raises(RuntimeError, match="synthetic failure"):
+        _run_with(
+            monkeypatch,
+            "cleanup_patient_sessions",
+            "--force",
+            "--workers",
+            "2",
+            "--batch-size",
+            "1",
+        )
+    # The worker swept every range but the one this process failed on.
+    cleaned = sum("patient_summary" not in load(engine, key) for key in keys)
+    assert len(keys) - 10 <= cleaned < len(keys)

@@ -8,7 +8,9 @@ its own database connection, exactly as one process would: the same decisions, t
 compare-and-set writes under bumped generations, one audit row per cleanup, one transaction
 per page. What only the command's process may do (the progress bar, verbose lines, the
 cleanup signal, events for the live monitor) is handed back to it as it happens; the counts
-are added up at the end.
+are added up at the end. A worker never touches the channel layer or ``async_to_sync``: the
+command's process may hold threads and event-loop state (its epoch event went out before the
+fork) that a forked child does not get.
 
 A sweep runs in one process when forking cannot help or cannot be done safely: one worker
 asked, a backend that is not a database table, a routine sweep of the index, no ``fork`` on
@@ -104,10 +106,12 @@ def sweep(run: Sweep) -> bool:
     run.on_page = page_done
     try:
         _work(run, tasks)
-        while pending:
-            pump(block=True)
     finally:
         run.on_page = on_page
+        # Also when this process failed: the workers finish the ranges left and must be
+        # heard out (a worker cannot exit while its messages fill the pipe).
+        while pending:
+            pump(block=True)
         for child in children:
             child.join()
     return True

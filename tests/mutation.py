@@ -107,6 +107,10 @@ TARGETS = {
 #: mutmut numbers mutants per function: after a change to a function, check its entries again.
 _COST_ONLY = "looks the epoch/generation up where judge then ignores it: cost, same verdict"
 _END_LOG = "_log reads the target only for unauthenticated_session, never an END verdict"
+_OWN_COOKIE = (
+    "a cookie session re-read from its own cookie is never gone, an engine without "
+    "astored_blob neither: the client_side test only saves that read"
+)
 _CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
 _ONE_DATABASE = "router/atomic given None use the default database, the only one"
@@ -123,8 +127,10 @@ EQUIVALENT = {
     "patient_data.enforcement.x_aenforce__mutmut_34": _COST_ONLY,
     "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
+    **{f"patient_data.cleanup.x__agone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
     "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
+    "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",
     "patient_data.guard.x_bump__mutmut_11": _SAME_ROW,
     "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",
     "patient_data.guard.x_bump_many__mutmut_6": _ONE_DATABASE,

@@ -8,6 +8,7 @@ import logging
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore as PlainSessionStore
 from django.test import RequestFactory
 
 from patient_data import cleanup, patient_session
@@ -151,3 +152,23 @@ def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(kin
     assert not CleanupEvent.objects.exists()
     assert getattr(request, cleanup.LOGOUT_RECORDED_FLAG)
     assert not request.user.is_authenticated
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ending_a_login_under_a_plain_django_engine_is_recorded(kind, clinician):
+    # An unguarded engine (no stored_blob, no client_side): an end without patient data
+    # still goes through, and is audited because a login ended.
+    session = PlainSessionStore()
+    session[SESSION_KEY] = str(clinician.pk)
+    session.save()
+    request = RequestFactory().post("/")
+    request.session = session
+    request._cached_user = clinician
+    end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
+    assert end(request, reason="session_max_inactive", source="middleware") == 0
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.reason, event.actor_id) == (
+        "end_session",
+        "session_max_inactive",
+        clinician.pk,
+    )

@@ -142,6 +142,7 @@ EQUIVALENT = {
     "patient_data.guard.x_bump_many__mutmut_31": _VALUES_FORM,
     "patient_data.guard.x_bump_many__mutmut_32": _VALUES_FORM,
     f"{_MIDDLEWARE}.x__after_logout__mutmut_7": "default None for False: both falsy",
+    f"{_MIDDLEWARE}.x__unrecorded_end__mutmut_3": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x__is_passive__mutmut_3": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_8": _HEADER_CASE,
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_9": _HEADER_CASE,

@@ -128,6 +128,7 @@ EQUIVALENT = {
     "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
     **{f"patient_data.cleanup.x__agone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
+    **{f"patient_data.cleanup.x__gone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
     "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",

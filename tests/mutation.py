@@ -111,6 +111,10 @@ _OWN_COOKIE = (
     "a cookie session re-read from its own cookie is never gone, an engine without "
     "astored_blob neither: the client_side test only saves that read"
 )
+_FLAG_LEFT = (
+    "the active flag left set changes nothing: every caller marks the request's logout "
+    "recorded right after, which the logout receiver checks too"
+)
 _CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
 _ONE_DATABASE = "router/atomic given None use the default database, the only one"
@@ -129,6 +133,8 @@ EQUIVALENT = {
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
     **{f"patient_data.cleanup.x__agone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
     **{f"patient_data.cleanup.x__gone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
+    **{f"patient_data.cleanup.x__log_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
+    **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
     "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",

@@ -142,13 +142,20 @@ def test_ending_a_session_names_the_actor(kind, clinician):
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(kind, clinician):
+def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(
+    kind, clinician, caplog
+):
     request = RequestFactory().post("/")
     request.session = _session_with_patient_data()
     request._cached_user = clinician
-    SessionStore(request.session.session_key).delete()  # ended by another request
+    key = request.session.session_key
+    SessionStore(key).delete()  # ended by another request
     end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
-    assert end(request, reason="session_max_inactive", source="middleware") == 0
+    with caplog.at_level(logging.INFO, "patient_data.cleanup"):
+        assert end(request, reason="session_max_inactive", source="middleware") == 0
+    assert caplog.messages == [
+        f"A request of an ended session was logged out ({session_ref(key)})."
+    ]
     assert not CleanupEvent.objects.exists()
     assert getattr(request, cleanup.LOGOUT_RECORDED_FLAG)
     assert not request.user.is_authenticated
@@ -172,3 +179,22 @@ def test_ending_a_login_under_a_plain_django_engine_is_recorded(kind, clinician)
         "session_max_inactive",
         clinician.pk,
     )
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("login", "audited"), [(True, True), (False, False)])
+def test_an_end_through_the_clear_call_is_audited_when_a_login_ended(kind, login, audited):
+    session = SessionStore()
+    if login:
+        session[SESSION_KEY] = "7"
+    session["preference"] = "dark"
+    session.save()
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    ended = clear(session, reason="logout", source="middleware", action="end_session")
+    assert ended == 0
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
+    assert rows == ([("end_session", "logout", 0)] if audited else [])

@@ -135,6 +135,10 @@ EQUIVALENT = {
     **{f"patient_data.cleanup.x__gone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
     **{f"patient_data.cleanup.x__log_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
     **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
+    "patient_data.cleanup.x__clear__mutmut_1": (
+        "an end's own bump: the flush that follows revokes the ref, which advances the "
+        "generation too (revocation.revoke)"
+    ),
     "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",

@@ -96,12 +96,18 @@ def test_the_actor_is_the_user_the_request_loaded_already(clinician, loaded_as):
     assert CleanupEvent.objects.get().actor_id == clinician.pk
 
 
-def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(clinician):
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(kind, clinician):
     staff = get_user_model().objects.create(username="staff-actor")
     request = RequestFactory().post("/")
     request.session = _session_with_patient_data()
     request._cached_user = clinician
-    cleanup.clear_patient_session_data(request, reason="staff_cleanup", source="staff", actor=staff)
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    clear(request, reason="staff_cleanup", source="staff", actor=staff)
     assert CleanupEvent.objects.get().actor_id == staff.pk
 
 

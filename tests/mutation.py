@@ -115,6 +115,10 @@ _FLAG_LEFT = (
     "the active flag left set changes nothing: every caller marks the request's logout "
     "recorded right after, which the logout receiver checks too"
 )
+_END_BUMP = (
+    "an end's own bump (the only caller without bump=): the flush that follows revokes the "
+    "ref, which advances the generation too (revocation.revoke)"
+)
 _CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
 _ONE_DATABASE = "router/atomic given None use the default database, the only one"
@@ -135,10 +139,10 @@ EQUIVALENT = {
     **{f"patient_data.cleanup.x__gone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
     **{f"patient_data.cleanup.x__log_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
     **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
-    "patient_data.cleanup.x__clear__mutmut_1": (
-        "an end's own bump: the flush that follows revokes the ref, which advances the "
-        "generation too (revocation.revoke)"
-    ),
+    "patient_data.cleanup.x__clear__mutmut_1": _END_BUMP,
+    "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
+    "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",
+    "patient_data.cleanup.x_on_user_logged_out__mutmut_12": "default None for False: both falsy",
     "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",

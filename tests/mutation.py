@@ -116,8 +116,8 @@ _FLAG_LEFT = (
     "recorded right after, which the logout receiver checks too"
 )
 _END_BUMP = (
-    "an end's own bump (the only caller without bump=): the flush that follows revokes the "
-    "ref, which advances the generation too (revocation.revoke)"
+    "the default serves ends only (end_session, the logout receiver): the flush that follows "
+    "revokes the ref, which advances the generation too (revocation.revoke)"
 )
 _CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"

@@ -139,6 +139,8 @@ EQUIVALENT = {
     **{f"patient_data.cleanup.x__gone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
     **{f"patient_data.cleanup.x__log_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
     **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
+    "patient_data.cleanup.x__persist__mutmut_1": "bump default: both callers pass bump=",
+    "patient_data.cleanup.x__persist__mutmut_5": "default None for False: both falsy",
     "patient_data.cleanup.x__clear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",

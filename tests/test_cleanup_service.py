@@ -204,3 +204,24 @@ def test_an_end_through_the_clear_call_is_audited_when_a_login_ended(kind, login
     assert ended == 0
     rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
     assert rows == ([("end_session", "logout", 0)] if audited else [])
+
+
+@pytest.mark.parametrize(("login", "audited"), [(True, True), (False, False)])
+def test_the_logout_receiver_audits_an_ended_login_without_patient_data(login, audited):
+    request = RequestFactory().post("/")
+    request.session = SessionStore()
+    if login:
+        request.session[SESSION_KEY] = "7"
+    request.session.save()
+    cleanup.on_user_logged_out(sender=None, request=request, user=None)
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "source", "items_cleared"))
+    assert rows == ([("end_session", "logout", "logout", 0)] if audited else [])
+
+
+def test_a_plain_engine_session_never_stored_is_cleaned_in_memory_only():
+    session = PlainSessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    assert cleanup.clear_patient_session_data(session) == 1
+    assert "patient_summary" not in session.keys()
+    assert session.session_key is None  # nothing was written for it
+    assert not PatientSessionState.objects.exists()

@@ -141,6 +141,10 @@ EQUIVALENT = {
     **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
     "patient_data.cleanup.x__persist__mutmut_1": "bump default: both callers pass bump=",
     "patient_data.cleanup.x__persist__mutmut_5": "default None for False: both falsy",
+    "patient_data.cleanup.x__persist__mutmut_71": _SAME_ROW,
+    "patient_data.cleanup.x__persist__mutmut_73": (
+        "the cleaned blob holds no patient data: a guarded save() writes it as save_unguarded"
+    ),
     "patient_data.cleanup.x__clear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",

@@ -225,3 +225,14 @@ def test_a_plain_engine_session_never_stored_is_cleaned_in_memory_only():
     assert "patient_summary" not in session.keys()
     assert session.session_key is None  # nothing was written for it
     assert not PatientSessionState.objects.exists()
+
+
+def test_a_stored_plain_engine_session_is_cleaned_where_it_is_stored():
+    session = PlainSessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    session["preference"] = "dark"
+    session.save()
+    assert cleanup.clear_patient_session_data(session) == 1
+    stored = PlainSessionStore(session.session_key).load()
+    assert "patient_summary" not in stored
+    assert stored["preference"] == "dark"

@@ -142,9 +142,13 @@ EQUIVALENT = {
     "patient_data.cleanup.x__persist__mutmut_1": "bump default: both callers pass bump=",
     "patient_data.cleanup.x__persist__mutmut_5": "default None for False: both falsy",
     "patient_data.cleanup.x__persist__mutmut_71": _SAME_ROW,
-    "patient_data.cleanup.x__persist__mutmut_73": (
-        "the cleaned blob holds no patient data: a guarded save() writes it as save_unguarded"
-    ),
+    **{
+        f"patient_data.cleanup.x__persist__mutmut_{n}": (
+            "the cleaned blob holds no patient data: a guarded save() writes it as save_unguarded"
+        )
+        for n in (73, 79, 80)
+    },
+    "patient_data.cleanup.x__actor_id__mutmut_13": "AnonymousUser's pk is None: None either way",
     "patient_data.cleanup.x__clear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",

@@ -107,6 +107,18 @@ TARGETS = {
 #: mutmut numbers mutants per function: after a change to a function, check its entries again.
 _COST_ONLY = "looks the epoch/generation up where judge then ignores it: cost, same verdict"
 _END_LOG = "_log reads the target only for unauthenticated_session, never an END verdict"
+_OWN_COOKIE = (
+    "a cookie session re-read from its own cookie is never gone, an engine without "
+    "astored_blob neither: the client_side test only saves that read"
+)
+_FLAG_LEFT = (
+    "the active flag left set changes nothing: every caller marks the request's logout "
+    "recorded right after, which the logout receiver checks too"
+)
+_END_BUMP = (
+    "the default serves ends only (end_session, the logout receiver): the flush that follows "
+    "revokes the ref, which advances the generation too (revocation.revoke)"
+)
 _CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
 _ONE_DATABASE = "router/atomic given None use the default database, the only one"
@@ -123,8 +135,28 @@ EQUIVALENT = {
     "patient_data.enforcement.x_aenforce__mutmut_34": _COST_ONLY,
     "patient_data.enforcement.x_enforce__mutmut_41": _END_LOG,
     "patient_data.enforcement.x_aenforce__mutmut_48": _END_LOG,
+    **{f"patient_data.cleanup.x__agone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
+    **{f"patient_data.cleanup.x__gone__mutmut_{n}": _OWN_COOKIE for n in (1, 3, 5, 9, 10, 11)},
+    **{f"patient_data.cleanup.x__log_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
+    **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
+    "patient_data.cleanup.x__persist__mutmut_1": "bump default: both callers pass bump=",
+    "patient_data.cleanup.x__persist__mutmut_5": "default None for False: both falsy",
+    "patient_data.cleanup.x__persist__mutmut_71": _SAME_ROW,
+    **{
+        f"patient_data.cleanup.x__persist__mutmut_{n}": (
+            "the cleaned blob holds no patient data: a guarded save() writes it as save_unguarded"
+        )
+        for n in (73, 79, 80)
+    },
+    "patient_data.cleanup.x__actor_id__mutmut_13": "AnonymousUser's pk is None: None either way",
+    "patient_data.cleanup.x__clear__mutmut_1": _END_BUMP,
+    "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
+    "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",
+    "patient_data.cleanup.x_on_user_logged_out__mutmut_12": "default None for False: both falsy",
     "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
+    "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",
+    "patient_data.guard.x_guarded_save__mutmut_25": _SAME_ROW,
     "patient_data.guard.x_bump__mutmut_11": _SAME_ROW,
     "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",
     "patient_data.guard.x_bump_many__mutmut_6": _ONE_DATABASE,
@@ -136,6 +168,7 @@ EQUIVALENT = {
     "patient_data.guard.x_bump_many__mutmut_31": _VALUES_FORM,
     "patient_data.guard.x_bump_many__mutmut_32": _VALUES_FORM,
     f"{_MIDDLEWARE}.x__after_logout__mutmut_7": "default None for False: both falsy",
+    f"{_MIDDLEWARE}.x__unrecorded_end__mutmut_3": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x__is_passive__mutmut_3": "default None for False: both falsy",
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_8": _HEADER_CASE,
     f"{_MIDDLEWARE}.x_add_patient_page_headers__mutmut_9": _HEADER_CASE,

@@ -8,6 +8,7 @@ import logging
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore as PlainSessionStore
 from django.test import RequestFactory
 
 from patient_data import cleanup, patient_session
@@ -95,12 +96,18 @@ def test_the_actor_is_the_user_the_request_loaded_already(clinician, loaded_as):
     assert CleanupEvent.objects.get().actor_id == clinician.pk
 
 
-def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(clinician):
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_actor_named_by_the_caller_wins_over_the_loaded_user(kind, clinician):
     staff = get_user_model().objects.create(username="staff-actor")
     request = RequestFactory().post("/")
     request.session = _session_with_patient_data()
     request._cached_user = clinician
-    cleanup.clear_patient_session_data(request, reason="staff_cleanup", source="staff", actor=staff)
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    clear(request, reason="staff_cleanup", source="staff", actor=staff)
     assert CleanupEvent.objects.get().actor_id == staff.pk
 
 
@@ -141,13 +148,91 @@ def test_ending_a_session_names_the_actor(kind, clinician):
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(kind, clinician):
+def test_ending_a_session_ended_meanwhile_clears_nothing_and_records_nothing(
+    kind, clinician, caplog
+):
     request = RequestFactory().post("/")
     request.session = _session_with_patient_data()
     request._cached_user = clinician
-    SessionStore(request.session.session_key).delete()  # ended by another request
+    key = request.session.session_key
+    SessionStore(key).delete()  # ended by another request
     end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
-    assert end(request, reason="session_max_inactive", source="middleware") == 0
+    with caplog.at_level(logging.INFO, "patient_data.cleanup"):
+        assert end(request, reason="session_max_inactive", source="middleware") == 0
+    assert caplog.messages == [
+        f"A request of an ended session was logged out ({session_ref(key)})."
+    ]
     assert not CleanupEvent.objects.exists()
     assert getattr(request, cleanup.LOGOUT_RECORDED_FLAG)
     assert not request.user.is_authenticated
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_ending_a_login_under_a_plain_django_engine_is_recorded(kind, clinician):
+    # An unguarded engine (no stored_blob, no client_side): an end without patient data
+    # still goes through, and is audited because a login ended.
+    session = PlainSessionStore()
+    session[SESSION_KEY] = str(clinician.pk)
+    session.save()
+    request = RequestFactory().post("/")
+    request.session = session
+    request._cached_user = clinician
+    end = cleanup.end_session if kind == "sync" else async_to_sync(cleanup.aend_session)
+    assert end(request, reason="session_max_inactive", source="middleware") == 0
+    event = CleanupEvent.objects.get()
+    assert (event.action, event.reason, event.actor_id) == (
+        "end_session",
+        "session_max_inactive",
+        clinician.pk,
+    )
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("login", "audited"), [(True, True), (False, False)])
+def test_an_end_through_the_clear_call_is_audited_when_a_login_ended(kind, login, audited):
+    session = SessionStore()
+    if login:
+        session[SESSION_KEY] = "7"
+    session["preference"] = "dark"
+    session.save()
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    ended = clear(session, reason="logout", source="middleware", action="end_session")
+    assert ended == 0
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
+    assert rows == ([("end_session", "logout", 0)] if audited else [])
+
+
+@pytest.mark.parametrize(("login", "audited"), [(True, True), (False, False)])
+def test_the_logout_receiver_audits_an_ended_login_without_patient_data(login, audited):
+    request = RequestFactory().post("/")
+    request.session = SessionStore()
+    if login:
+        request.session[SESSION_KEY] = "7"
+    request.session.save()
+    cleanup.on_user_logged_out(sender=None, request=request, user=None)
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "source", "items_cleared"))
+    assert rows == ([("end_session", "logout", "logout", 0)] if audited else [])
+
+
+def test_a_plain_engine_session_never_stored_is_cleaned_in_memory_only():
+    session = PlainSessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    assert cleanup.clear_patient_session_data(session) == 1
+    assert "patient_summary" not in session.keys()
+    assert session.session_key is None  # nothing was written for it
+    assert not PatientSessionState.objects.exists()
+
+
+def test_a_stored_plain_engine_session_is_cleaned_where_it_is_stored():
+    session = PlainSessionStore()
+    patient_session.store(session, "patient_summary", {"problems": ["SYNTH-P"]})
+    session["preference"] = "dark"
+    session.save()
+    assert cleanup.clear_patient_session_data(session) == 1
+    stored = PlainSessionStore(session.session_key).load()
+    assert "patient_summary" not in stored
+    assert stored["preference"] == "dark"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.contrib.auth import logout
 from django.test import RequestFactory
@@ -72,3 +74,11 @@ def test_login_as_someone_else_records_the_lost_patient_data(with_patient_data):
 def test_removing_one_key_in_a_view_is_not_a_logout(with_patient_data):
     with_patient_data.post("/api/clear-patient-session/")
     assert _events() == [("clear_patient_data", "manual_cleanup", "api", 3)]
+
+
+@pytest.mark.parametrize("path", ["/_test/logout/", "/_test/alogout/"])
+def test_a_logout_after_the_idle_end_is_not_recorded_again(with_patient_data, path):
+    # The middleware ends the idle session first; the view's own logout then has nothing left.
+    with_patient_data.rewrite(seen=time.time() - 61 * 60)
+    with_patient_data.post(path)
+    assert _events() == [("end_session", "session_max_inactive", "middleware", 3)]

@@ -227,6 +227,11 @@ class PatientSessionConsumer(_LiveSocket):
         timers.wake(self.identity.ref)
         await super().patient_session_activity(message)
 
+    async def patient_session_stored(self, message: dict[str, Any]) -> None:
+        # New patient data brings its own deadlines (idle, absolute): judge them now.
+        timers.wake(self.identity.ref)
+        await super().patient_session_stored(message)
+
 
 class MonitorConsumer(_LiveSocket):
     """``/ws/monitor/``: the staff dashboard, every session's events and a snapshot."""

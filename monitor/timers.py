@@ -3,7 +3,8 @@
 The timer sleeps until the next deadline of ``policy.deadlines`` (minus the warning), then
 loads the session as stored now and lets ``enforcement.aenforce`` judge it exactly as the
 middleware would: activity recorded by any process in the meantime simply moves the deadline.
-``session.activity`` wakes it early to look again (and an epoch advance wakes them all); a
+``session.activity`` and ``session.stored`` (new patient data, new deadlines) wake it early to
+look again (and an epoch advance wakes them all); a
 cleanup does not: it only removes deadlines or ends the session, so the timer's wait for the
 earlier deadline is never too long.
 

@@ -7,14 +7,16 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
-from patient_data import epoch, events
+from patient_data import epoch, events, index
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
+from patient_data.registry import META_KEY
 from tests.live_support import (
     Socket,
     rewrite,
     scanned_frames,  # noqa: F401 - fixture
     session_key,
+    session_socket,
     signed_in,
 )
 
@@ -127,3 +129,23 @@ async def test_two_tabs_share_one_timer_warned_each_and_cleared_once(clinician):
     assert await CleanupEvent.objects.filter(source="socket_timer").acount() == 1
     await first.close()
     await second.close()
+
+
+async def test_patient_data_stored_while_a_page_is_open_starts_its_idle_deadline(clinician):
+    # The page's socket opened on a session without patient data: its timer waits for the
+    # login's own deadlines only. Data stored then (with a last activity already past the idle
+    # limit: the write interval had not fallen due) must be judged at once, not at the next
+    # activity or the login's deadline.
+    client = await signed_in(clinician, patient_data=False)
+    socket = await session_socket(client)
+    store = index.store(session_key(client))
+    data = dict(await store.aitems())
+    seen = time.time() - conf.PATIENT_SESSION_TIMEOUT * 60 - 1
+    await store.aset(META_KEY, {**data[META_KEY], "seen": seen})
+    await store.aset("patient_summary", {"name": "Synthetic Patient"})
+    await store.asave()
+    await events.apublish_stored(session_key(client), "clinician", dict(await store.aitems()))
+    frames = [frame["type"] for frame in await _frames_for(socket, 3)]
+    assert "session.cleared" in frames
+    assert "patient_summary" not in await index.store(session_key(client)).aload()
+    await socket.close()

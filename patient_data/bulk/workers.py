@@ -75,8 +75,7 @@ def sweep(run: Sweep) -> bool:
     context = multiprocessing.get_context("fork")
     tasks, messages = context.Queue(), context.Queue()
     count = min(run.workers, len(ranges))
-    # A forked child must open its own connections, never share the parent's sockets.
-    connections.close_all()
+    _release_connections()
     children = [
         context.Process(target=_child, args=(run, tasks, messages), daemon=True)
         for _ in range(count - 1)
@@ -115,6 +114,17 @@ def sweep(run: Sweep) -> bool:
         for child in children:
             child.join()
     return True
+
+
+def _release_connections() -> None:
+    """Before forking: a child must open its own connections, never share the parent's
+    sockets. A pooled connection (Django's psycopg pool) goes back to its pool, still open,
+    when closed: the pools are closed too, so a child builds its own and the parent a new one
+    (a child that took an inherited pooled connection would read the parent's answers)."""
+    connections.close_all()
+    for connection in connections.all(initialized_only=True):
+        if connection.alias in getattr(connection, "_connection_pools", {}):
+            connection.close_pool()
 
 
 def _work(run: Sweep, tasks) -> None:

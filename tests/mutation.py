@@ -149,6 +149,12 @@ EQUIVALENT = {
         for n in (73, 79, 80)
     },
     "patient_data.cleanup.x__actor_id__mutmut_13": "AnonymousUser's pk is None: None either way",
+    **{
+        f"patient_data.cleanup.x__actor_id__mutmut_{n}": (
+            "every user object (User, AnonymousUser) has is_authenticated: default never read"
+        )
+        for n in (17, 20, 23)
+    },
     "patient_data.cleanup.x__clear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",

@@ -8,6 +8,7 @@ import logging
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.db import SessionStore as PlainSessionStore
 from django.test import RequestFactory
 
@@ -236,3 +237,14 @@ def test_a_stored_plain_engine_session_is_cleaned_where_it_is_stored():
     stored = PlainSessionStore(session.session_key).load()
     assert "patient_summary" not in stored
     assert stored["preference"] == "dark"
+
+
+def test_a_session_removed_between_the_read_and_the_write_is_not_recorded(monkeypatch):
+    session = _session_with_patient_data()
+
+    def removed_meanwhile(must_create: bool = False) -> None:
+        raise UpdateError  # what Django's engines raise when the stored session went away
+
+    monkeypatch.setattr(session, "save_unguarded", removed_meanwhile)
+    assert cleanup.clear_patient_session_data(session) == 0
+    assert not CleanupEvent.objects.exists()

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -18,14 +18,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+async def layer():
+    """A new layer of the configured backend, in this test's event loop: the process-wide one
+    of ``get_channel_layer()`` may hold locks and connections of an earlier test's loop."""
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    yield layer
+    await layer.close_pools()
+
+
 def test_the_layer_is_channels_redis_without_a_read_timeout():
     config = settings.CHANNEL_LAYERS["default"]
     assert issubclass(import_string(config["BACKEND"]), RedisChannelLayer)
     assert all(host["socket_timeout"] is None for host in config["CONFIG"]["hosts"])
 
 
-async def test_a_receive_idle_for_longer_than_redis_timeouts_keeps_working():
-    layer = get_channel_layer()
+async def test_a_receive_idle_for_longer_than_redis_timeouts_keeps_working(layer):
     channel = await layer.new_channel()
     # 11 s with nothing to read: redis-py 8's default 5 s socket timeout would raise here.
     with pytest.raises(asyncio.TimeoutError):
@@ -34,12 +42,11 @@ async def test_a_receive_idle_for_longer_than_redis_timeouts_keeps_working():
     assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "still.alive"
 
 
-async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool():
+async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool(layer):
     """redis-py's plain pool raises when its connections run out (TRAPS.md): every membership
     of a burst of 1,000 sockets must be added, and every one removed again."""
     import redis.asyncio as redis
 
-    layer = get_channel_layer()
     group = f"burst-{uuid.uuid4().hex}"
     channels = [await layer.new_channel() for _ in range(1000)]
     await asyncio.gather(*(layer.group_add(group, channel) for channel in channels))

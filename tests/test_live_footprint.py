@@ -39,7 +39,8 @@ async def test_an_open_socket_keeps_no_copy_of_the_patient_data(clinician):
     socket = await session_socket(client)  # connected, its state received
     (consumer,) = [s for s in fanout._sockets if s.identity.session_key == session_key(client)]
     assert not hasattr(consumer.scope["session"], "_session_cache")
-    assert len(_sessions_holding_patient_data()) == before
+    # At most as many as before: an earlier request's session may have been collected since.
+    assert len(_sessions_holding_patient_data()) <= before
     await socket.send({"type": "status"})
     state = await socket.expect("session.state")
     assert state["items"] == 3  # decided on the session as stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import cache
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -41,11 +42,73 @@ def _chained(row: CleanupEvent, prev_hash: str) -> CleanupEvent:
 
 
 def record(cleanup: Cleanup) -> CleanupEvent:
+    """Write the audit row of ``cleanup``, chained at the head.
+
+    Inside a transaction (the cleanup's own, see ``patient_data.cleanup``) the row is part of
+    it: written or rolled back with the session it records. Call it last before the commit:
+    the chain is locked from here to the end of the transaction.
+    """
     using = router.db_for_write(CleanupEvent)
-    with transaction.atomic(using=using):
-        row = _chained(_row(cleanup), audit_chain.lock_and_read_head(using))
-        row.save(using=using)
+    row = _row(cleanup)
+    # No savepoint: an error here rolls back the caller's transaction with it.
+    with transaction.atomic(using=using, savepoint=False):
+        if connections[using].vendor == "postgresql":
+            _append(row, using)
+        else:
+            prev_hash = audit_chain.lock_and_read_head(using)
+            row = _chained(row, prev_hash)
+            row.save(using=using)
+            audit_chain.move_head(using, prev_hash, row.row_hash)
     return row
+
+
+def _append(row: CleanupEvent, using: str) -> None:
+    """PostgreSQL: lock the chain, hash, insert and move the head in one statement."""
+    text = audit_chain.row_text({name: getattr(row, name) for name in audit_chain.FIELDS})
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            _append_sql(),
+            [
+                text,
+                text,
+                row.created_at,
+                row.action,
+                row.reason,
+                row.source,
+                row.actor_id,
+                row.session_ref,
+                row.items_cleared,
+                json.dumps(row.keys),
+                row.client_hint,
+            ],
+        )
+        row.id, row.prev_hash, row.row_hash = cursor.fetchone()
+    row._state.adding = False
+    row._state.db = using
+
+
+@cache
+def _append_sql() -> str:
+    meta = CleanupEvent._meta
+    column = {name: meta.get_field(name).column for name in (*audit_chain.FIELDS, "prev_hash")}
+    names = [
+        "created_at",
+        "action",
+        "reason",
+        "source",
+        "actor_id",
+        "session_ref",
+        "items_cleared",
+        "keys",
+        "client_hint",
+    ]
+    values = ", ".join("%s::jsonb" if name == "keys" else "%s" for name in names)
+    columns = ", ".join(column[name] for name in names)
+    return (
+        f"{audit_chain.APPEND_ONE}INSERT INTO {meta.db_table} "  # noqa: S608 - model names
+        f"({columns}, prev_hash, row_hash) SELECT {values}, head.prev_hash, head.row_hash "
+        "FROM head RETURNING id, prev_hash, row_hash"
+    )
 
 
 async def arecord(cleanup: Cleanup) -> CleanupEvent:
@@ -129,7 +192,8 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
 
     written = 0
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        head = audit_chain.lock_and_read_head(using)
+        head = first = audit_chain.lock_and_read_head(using)
+        prev_hash = ""
         for batch in batched(cleanups, batch_size):
             rows = [values(cleanup) for cleanup in batch]
             if postgresql:
@@ -141,4 +205,7 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
                     params.extend(row[name] for name in rest)
                 cursor.execute(f"{insert} VALUES " + ", ".join([placeholders] * len(rows)), params)
             written += len(rows)
+            prev_hash = rows[-1][column["prev_hash"]]
+        if head != first:
+            audit_chain.move_head(using, prev_hash, head)
     return written

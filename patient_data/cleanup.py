@@ -2,8 +2,9 @@
 
 Every trigger calls it: the middleware (timeouts, lost authentication, epoch), the HTTP API,
 logout, the WebSocket commands, presence, and the bulk commands. Each cleanup is persisted at
-once under a new cleanup generation (so no concurrent request can write the data back), then
-audited, signalled (``patient_session_cleared``) and published to the live monitor.
+once under a new cleanup generation (so no concurrent request can write the data back) and
+audited in the same transaction (the audit row last, see ``patient_data.audit_chain``), then
+signalled (``patient_session_cleared``) and published to the live monitor.
 
 Functions take an ``HttpRequest`` (or anything with ``.session`` and optionally ``.user``) or a
 bare ``SessionBase``, and return the number of patient data items cleared.
@@ -12,6 +13,7 @@ bare ``SessionBase``, and return the number of patient data items cleared.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -108,8 +110,12 @@ def _finish(target: Any, cleanup: Cleanup) -> int:
     return cleanup.items_cleared
 
 
-def _persist(session: SessionBase, *, bump: bool = True) -> bool:
-    """Write the cleaned session now, under the generation lock; False when it is gone.
+def _persist(
+    session: SessionBase, result: Callable[[], Cleanup], *, bump: bool = True
+) -> Cleanup | None:
+    """Write the cleaned session now, under the generation lock, and the audit row of the
+    cleanup ``result()`` describes once it is written, in the same transaction (one commit: a
+    cleanup is never without its row, nor a row without its cleanup); None when it is gone.
 
     Compare and set: the stored session is re-read under the lock, its patient keys dropped
     and the rest kept, so a change another request saved meanwhile (a preference) survives.
@@ -118,7 +124,8 @@ def _persist(session: SessionBase, *, bump: bool = True) -> bool:
     """
     client_side = getattr(session, "client_side", False)
     if session.session_key is None and not client_side:
-        return True  # never stored: nothing to clean anywhere but in memory
+        # Never stored: nothing to clean anywhere but in memory, only the row to write.
+        return _recorded(result())
     mine = session._get_session()
     info = session_meta.with_ref(session_meta.read(mine))
     stored_blob = getattr(session, "stored_blob", lambda: mine)
@@ -126,7 +133,7 @@ def _persist(session: SessionBase, *, bump: bool = True) -> bool:
         with guard.locked_state(info["ref"]) as state:
             stored = stored_blob()
             if stored is None:
-                return False
+                return None
             changed = []
             if bump:
                 state.generation += 1
@@ -138,12 +145,20 @@ def _persist(session: SessionBase, *, bump: bool = True) -> bool:
                 state.save(update_fields=changed)
             session._session_cache = data
             getattr(session, "save_unguarded", session.save)()
+            # Last: the audit chain stays locked from its insert to this commit only.
+            cleanup = _recorded(result())
     except UpdateError:
-        return False  # removed between the read and the write
+        return None  # removed between the read and the write
     # Written already, so SessionMiddleware need not write the same blob again; a client-side
     # session must still reach the browser as a new cookie.
     session.modified = client_side
-    return True
+    return cleanup
+
+
+def _recorded(cleanup: Cleanup) -> Cleanup:
+    # Patient data went: always worth a row (``_ends_something``).
+    audit.record(cleanup)
+    return cleanup
 
 
 def _gone(session: SessionBase) -> bool:
@@ -164,28 +179,21 @@ async def _agone(session: SessionBase) -> bool:
 
 def _clear(
     target: Any, action: str, reason: str, source: str, actor: Any, bump: bool = True
-) -> Cleanup | None:
-    """Remove and persist; None when the session was ended already (nothing to record)."""
+) -> tuple[Cleanup, bool] | None:
+    """Remove and persist; the cleanup and whether its audit row is written already (with
+    the session), or None when the session was ended already (nothing to record)."""
     session = _session_of(target)
     keys = get_registry().patient_keys(list(session.keys()))
     for key in keys:
         del session[key]
-    if keys and not _persist(session, bump=bump):
+    if keys:
+        cleanup = _persist(
+            session, lambda: _result(target, action, reason, source, actor, keys), bump=bump
+        )
+        return None if cleanup is None else (cleanup, True)
+    if action == CleanupEvent.Action.END_SESSION and _gone(session):
         return None
-    if not keys and action == CleanupEvent.Action.END_SESSION and _gone(session):
-        return None
-    return _result(target, action, reason, source, actor, keys)
-
-
-def _persist_and_record(session: SessionBase, bump: bool, cleanup: Cleanup) -> bool | None:
-    """The async path's one trip to the sync world: persist, then (as ``_announce`` would)
-    the audit row. None when the session is gone; else whether the row was written."""
-    if not _persist(session, bump=bump):
-        return None
-    if _ends_something(cleanup, SESSION_KEY in session._get_session()):
-        audit.record(cleanup)
-        return True
-    return False
+    return _result(target, action, reason, source, actor, keys), False
 
 
 async def _aclear(
@@ -199,8 +207,9 @@ async def _aclear(
         del session[key]  # loaded above: no I/O here
     cleanup = _result(target, action, reason, source, actor, keys)
     if keys:
-        recorded = await sync_to_async(_persist_and_record)(session, bump, cleanup)
-        return None if recorded is None else (cleanup, recorded)
+        # One trip to the sync world: the session and its audit row, one transaction.
+        persisted = await sync_to_async(_persist)(session, lambda: cleanup, bump=bump)
+        return None if persisted is None else (cleanup, True)
     if action == CleanupEvent.Action.END_SESSION and await _agone(session):
         return None
     return cleanup, False
@@ -267,8 +276,8 @@ async def alog_out_ended(target: Any) -> None:
     await _alog_out(target)
 
 
-def _announce(cleanup: Cleanup, held_login: bool) -> None:
-    if _ends_something(cleanup, held_login):
+def _announce(cleanup: Cleanup, held_login: bool, *, recorded: bool = False) -> None:
+    if not recorded and _ends_something(cleanup, held_login):
         audit.record(cleanup)
     patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
     events.publish(cleanup.as_event())
@@ -298,11 +307,12 @@ def clear_patient_session_data(
     cookie): cleaning it does not start a new generation, so the current copy stays valid.
     A session that was ended meanwhile by another request is logged out, without a record.
     """
-    cleanup = _clear(target, action, reason, source, actor, bump=not stale_copy)
-    if cleanup is None:
+    cleared = _clear(target, action, reason, source, actor, bump=not stale_copy)
+    if cleared is None:
         log_out_ended(target)
         return 0
-    _announce(cleanup, SESSION_KEY in _session_of(target))
+    cleanup, recorded = cleared
+    _announce(cleanup, SESSION_KEY in _session_of(target), recorded=recorded)
     return _finish(target, cleanup)
 
 
@@ -332,11 +342,12 @@ def end_session(target: Any, *, reason: str, source: str, actor: Any = None) -> 
     Ending a session that another request ended already logs this request out and records
     nothing (two tabs after the idle limit: no second record, no error).
     """
-    cleanup = _clear(target, CleanupEvent.Action.END_SESSION, reason, source, actor)
-    if cleanup is None:
+    cleared = _clear(target, CleanupEvent.Action.END_SESSION, reason, source, actor)
+    if cleared is None:
         log_out_ended(target)
         return 0
-    _announce(cleanup, SESSION_KEY in _session_of(target))
+    cleanup, recorded = cleared
+    _announce(cleanup, SESSION_KEY in _session_of(target), recorded=recorded)
     _log_out(target)
     return _finish(target, cleanup)
 
@@ -433,9 +444,10 @@ def on_user_logged_out(sender: Any, request: Any = None, user: Any = None, **kwa
         return
     if getattr(request, LOGOUT_RECORDED_FLAG, False):
         return  # this request's end is recorded already (e.g. ended by the middleware)
-    cleanup = _clear(request, CleanupEvent.Action.END_SESSION, "logout", "logout", user)
-    if cleanup is not None:  # None: ended meanwhile by another request, recorded there
-        _announce(cleanup, SESSION_KEY in request.session)
+    cleared = _clear(request, CleanupEvent.Action.END_SESSION, "logout", "logout", user)
+    if cleared is not None:  # None: ended meanwhile by another request, recorded there
+        cleanup, recorded = cleared
+        _announce(cleanup, SESSION_KEY in request.session, recorded=recorded)
         _finish(request, cleanup)
 
 

@@ -86,6 +86,23 @@ class CleanupEvent(models.Model):
         raise AppendOnlyError("Cleanup events are append-only.")
 
 
+class AuditChainHead(models.Model):
+    """The audit chain's head: the hash of the last chained row, in one row (``id`` 1).
+
+    Every audit writer locks this row, chains from it and moves it, in the transaction that
+    inserts its rows (patient_data.audit_chain): the row lock is the chain's lock, and
+    reading the head is not a scan of the audit table.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    row_hash = models.CharField(max_length=64, blank=True, default="")
+    # The head before the last write: lets one statement move the head and return both.
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"audit chain head {self.row_hash[:12]}"
+
+
 class PatientSessionState(models.Model):
     """Cleanup generation of one session's patient data (see patient_data.guard).
 

@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import SESSION_KEY, alogout, logout
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 
-from patient_data import audit, events, guard, indexing, revocation
+from patient_data import audit, events, guard, revocation
 from patient_data import meta as session_meta
 from patient_data.middleware.auth import USER_ATTR
 from patient_data.models import CleanupEvent
@@ -130,25 +130,18 @@ def _persist(
     info = session_meta.with_ref(session_meta.read(mine))
     stored_blob = getattr(session, "stored_blob", lambda: mine)
     try:
-        with guard.locked_state(info["ref"]) as state:
+        with guard.cleaning(info["ref"], bump=bump) as generation:
             stored = stored_blob()
             if stored is None:
-                return None
-            changed = []
-            if bump:
-                state.generation += 1
-                changed = ["generation", "updated_at"]
+                raise UpdateError  # gone: nothing of this cleanup is written
             data = guard.merged(mine, getattr(session, "_as_loaded", None), stored)
-            data[META_KEY] = session_meta.after_cleanup(info, state.generation)
-            changed += indexing.update(state, data, None)
-            if changed:
-                state.save(update_fields=changed)
+            data[META_KEY] = session_meta.after_cleanup(info, generation)
             session._session_cache = data
             getattr(session, "save_unguarded", session.save)()
             # Last: the audit chain stays locked from its insert to this commit only.
             cleanup = _recorded(result())
     except UpdateError:
-        return None  # removed between the read and the write
+        return None  # removed before or between the read and the write
     # Written already, so SessionMiddleware need not write the same blob again; a client-side
     # session must still reach the browser as a new cookie.
     session.modified = client_side

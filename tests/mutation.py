@@ -163,7 +163,6 @@ EQUIVALENT = {
     "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",
     "patient_data.guard.x_guarded_save__mutmut_25": _SAME_ROW,
-    "patient_data.guard.x_bump__mutmut_11": _SAME_ROW,
     "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",
     "patient_data.guard.x_bump_many__mutmut_6": _ONE_DATABASE,
     "patient_data.guard.x_bump_many__mutmut_15": _SQL_CASE,

@@ -3,17 +3,26 @@ triggers is found by ``patient_session_audit --verify`` (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import io
+import multiprocessing
+import os
+import threading
+from types import SimpleNamespace
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
+from django.apps import apps as django_apps
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
-from patient_data import append_only, audit, audit_chain
+from patient_data import append_only, audit, audit_chain, cleanup, patient_session
+from patient_data.bulk import workers
 from patient_data.cleanup import Cleanup
-from patient_data.models import CleanupEvent
+from patient_data.models import AuditChainHead, CleanupEvent
+from patient_data.sessions.db import SessionStore
 
 TABLE = CleanupEvent._meta.db_table
 
@@ -123,3 +132,115 @@ def test_rows_from_before_the_chain_are_counted_not_failed(db):
     )
     audit.record(_cleanup(1))
     assert "1 rows chained, 1 from before the chain" in _verify()
+
+
+def _head() -> str:
+    return AuditChainHead.objects.get().row_hash
+
+
+def test_the_head_follows_every_writer(trail):
+    assert _head() == CleanupEvent.objects.get(id=trail[-1]).row_hash
+    audit.record_many([_cleanup(6), _cleanup(7)])
+    assert _head() == CleanupEvent.objects.order_by("id").last().row_hash
+    assert audit.record_many([]) == 0
+    assert _head() == CleanupEvent.objects.order_by("id").last().row_hash
+
+
+def test_a_missing_head_is_taken_from_the_last_row(trail):
+    AuditChainHead.objects.all().delete()  # a flushed database keeps no head row
+    row = audit.record(_cleanup(6))
+    assert row.prev_hash == CleanupEvent.objects.get(id=trail[-1]).row_hash
+    AuditChainHead.objects.all().delete()
+    audit.record_many([_cleanup(7)])
+    assert "7 rows chained" in _verify()
+
+
+def test_the_migration_sets_the_head_of_an_existing_trail(trail):
+    AuditChainHead.objects.update(row_hash="", prev_hash="")
+    migration = importlib.import_module("patient_data.migrations.0007_audit_chain_head")
+    migration.set_head(django_apps, SimpleNamespace(connection=connection))
+    assert _head() == CleanupEvent.objects.get(id=trail[-1]).row_hash
+    audit.record(_cleanup(6))
+    assert "6 rows chained" in _verify()
+
+
+def test_rows_cut_from_the_end_are_found_once_the_next_row_is_written(trail):
+    _as_table_owner(f"DELETE FROM {TABLE} WHERE id = %s", [trail[-1]])  # noqa: S608
+    assert "4 rows chained" in _verify()  # alone, a shorter chain: compare the head
+    row = audit.record(_cleanup(6))
+    message = _broken()
+    assert f"row id {row.id}" in message and "missing or moved" in message
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="writers in parallel: PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_writers_at_the_same_time_form_one_chain_in_id_order(clinician):
+    """Cleanups (sync and async), bulk batches and forked processes write at once."""
+    sessions = []
+    for index in range(24):
+        session = SessionStore()
+        patient_session.store(session, "patient_summary", {"problems": [f"SYN-{index}"]})
+        session.save()
+        sessions.append(session.session_key)
+    context = multiprocessing.get_context("fork")
+    start = context.Event()  # threads and forked processes alike wait for it
+
+    def cleanups(keys: list[str]) -> None:
+        start.wait(30)
+        for key in keys:
+            assert cleanup.clear_patient_session_data(SessionStore(key)) == 1
+
+    def async_cleanups(keys: list[str]) -> None:
+        async def run() -> None:
+            await asyncio.gather(
+                *(cleanup.aclear_patient_session_data(SessionStore(key)) for key in keys)
+            )
+
+        start.wait(30)
+        async_to_sync(run)()
+
+    def batches() -> None:
+        start.wait(30)
+        for size in (1, 5, 30, 2):
+            audit.record_many([_cleanup(size)] * size)
+
+    def forked() -> None:
+        start.wait(30)
+        for _ in range(3):
+            audit.record_many([_cleanup(1)] * 7)
+            audit.record(_cleanup(2))
+
+    workers._release_connections()  # the children open their own, as the bulk workers'
+    children = [context.Process(target=_child, args=(forked,)) for _ in range(2)]
+    threads = [
+        threading.Thread(target=_closing, args=(cleanups, sessions[:8])),
+        threading.Thread(target=_closing, args=(cleanups, sessions[8:16])),
+        threading.Thread(target=_closing, args=(async_cleanups, sessions[16:])),
+        threading.Thread(target=_closing, args=(batches,)),
+    ]
+    for worker in [*children, *threads]:
+        worker.start()
+    start.set()
+    for worker in [*children, *threads]:
+        worker.join(60)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert not any(thread.is_alive() for thread in threads)
+    written = 24 + (1 + 5 + 30 + 2) + 2 * 3 * (7 + 1)
+    assert CleanupEvent.objects.count() == written
+    assert f"Audit chain intact: {written} rows chained" in _verify()
+    assert _head() == CleanupEvent.objects.order_by("id").last().row_hash
+
+
+def _closing(work, *args) -> None:
+    try:
+        work(*args)
+    finally:
+        connections.close_all()
+
+
+def _child(work) -> None:
+    try:
+        _closing(work)
+    except BaseException:  # noqa: BLE001 - any failure is the exit code the test reads
+        os._exit(1)
+    os._exit(0)

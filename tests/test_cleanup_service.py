@@ -10,11 +10,14 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.db import SessionStore as PlainSessionStore
+from django.db import DatabaseError, connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 
-from patient_data import cleanup, patient_session
+from patient_data import audit, audit_chain, cleanup, patient_session
+from patient_data import meta as session_meta
 from patient_data.middleware.auth import USER_ATTR
-from patient_data.models import CleanupEvent, PatientSessionState
+from patient_data.models import AuditChainHead, CleanupEvent, PatientSessionState
 from patient_data.refs import session_ref
 from patient_data.sessions.db import SessionStore
 
@@ -248,3 +251,78 @@ def test_a_session_removed_between_the_read_and_the_write_is_not_recorded(monkey
     monkeypatch.setattr(session, "save_unguarded", removed_meanwhile)
     assert cleanup.clear_patient_session_data(session) == 0
     assert not CleanupEvent.objects.exists()
+
+
+def _generation(session: SessionStore) -> int:
+    ref = session_meta.read(session.load())["ref"]
+    return PatientSessionState.objects.get(ref=ref).generation
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_audit_row_that_cannot_be_written_leaves_the_session_uncleaned(kind, monkeypatch):
+    session = _session_with_patient_data()
+    generation = _generation(SessionStore(session.session_key))
+
+    def failing(cleanup_: cleanup.Cleanup) -> None:
+        raise DatabaseError("the audit insert failed")
+
+    monkeypatch.setattr(audit, "record", failing)
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    with pytest.raises(DatabaseError):
+        clear(session)
+    stored = SessionStore(session.session_key)
+    assert PATIENT_KEYS <= set(stored.load())
+    assert _generation(stored) == generation
+    assert not CleanupEvent.objects.exists()
+
+
+def test_an_error_after_the_audit_row_rolls_the_row_back_with_the_session(monkeypatch):
+    session = _session_with_patient_data()
+    write_row = audit.record
+
+    def written_then_failing(cleanup_: cleanup.Cleanup) -> None:
+        write_row(cleanup_)
+        raise DatabaseError("the commit failed")
+
+    monkeypatch.setattr(audit, "record", written_then_failing)
+    with pytest.raises(DatabaseError):
+        cleanup.clear_patient_session_data(session)
+    assert PATIENT_KEYS <= set(SessionStore(session.session_key).load())
+    assert not CleanupEvent.objects.exists()
+    write_row(_a_cleanup())  # the chain's head went back with the row: still intact
+    assert audit_chain.verify(audit_chain.stored_rows()).intact
+
+
+def test_a_session_write_that_fails_writes_no_audit_row(monkeypatch):
+    session = _session_with_patient_data()
+
+    def failing(must_create: bool = False) -> None:
+        raise DatabaseError("the session update failed")
+
+    monkeypatch.setattr(session, "save_unguarded", failing)
+    with pytest.raises(DatabaseError):
+        cleanup.clear_patient_session_data(session)
+    assert not CleanupEvent.objects.exists()
+    assert PATIENT_KEYS <= set(SessionStore(session.session_key).load())
+
+
+def test_the_audit_chain_is_locked_last_in_the_cleanups_one_transaction():
+    session = _session_with_patient_data()
+    with CaptureQueriesContext(connection) as captured:
+        assert cleanup.clear_patient_session_data(session) == 2
+    statements = [query["sql"] for query in captured.captured_queries]
+    chain = (CleanupEvent._meta.db_table, AuditChainHead._meta.db_table)
+    first_chain = next(i for i, sql in enumerate(statements) if any(t in sql for t in chain))
+    session_table = PlainSessionStore.get_model_class()._meta.db_table
+    assert any(session_table in sql for sql in statements[:first_chain])
+    guarded = (session_table, PatientSessionState._meta.db_table)
+    assert not [sql for sql in statements[first_chain:] if any(t in sql for t in guarded)]
+    assert CleanupEvent.objects.count() == 1
+
+
+def _a_cleanup() -> cleanup.Cleanup:
+    return cleanup.Cleanup("clear_patient_data", "manual_cleanup", "api", 1, ("x",), "r" * 32)

@@ -3,12 +3,12 @@ bench/live.py's (a) over HTTP.
 
     .venv/bin/python bench/live_http_capacity.py [--requests 200] [--in-flight 20]
         [--workers 1] [--redis redis://127.0.0.1:6379/0]
-        [--postgres postgres://postgres@127.0.0.1:5432]
+        [--postgres postgres://postgres@127.0.0.1:5432] [--database livebench_capacity]
 
-The same server as bench/live.py (``DEBUG=0``, PostgreSQL database ``livebench_capacity``
-recreated, channels-redis on --redis under a throw-away prefix), no sockets open: --requests
+The same server as bench/live.py (``DEBUG=0``, PostgreSQL database --database recreated,
+channels-redis on --redis under a throw-away prefix), no sockets open: --requests
 ``POST /api/clear-patient-session/``, each for another session holding patient data, at most
---in-flight at a time; requests/s, p50 and max latency, the statuses seen.
+--in-flight at a time; requests/s, p50, p99 and max latency, the statuses seen.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--database", default="livebench_capacity")
     args = parser.parse_args()
-    live.PG_DATABASE = "livebench_capacity"
+    live.PG_DATABASE = args.database
     prefix = f"ncp_bench_live_{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp:
         env = live.environment(args, Path(tmp), prefix)
@@ -74,7 +75,7 @@ async def _measure(args: argparse.Namespace, env: dict[str, str], keys: list[str
     print(
         f"{len(times)} requests, {args.in_flight} in flight, {args.workers} process(es): "
         f"{len(times) / elapsed:.1f}/s, p50 {statistics.median(times):.1f} ms, "
-        f"max {times[-1]:.1f} ms, statuses {statuses}"
+        f"p99 {live.percentile(times, 0.99):.1f} ms, max {times[-1]:.1f} ms, statuses {statuses}"
     )
 
 

@@ -64,24 +64,11 @@ def record(cleanup: Cleanup) -> CleanupEvent:
 
 def _append(row: CleanupEvent, using: str) -> None:
     """PostgreSQL: lock the chain, hash, insert and move the head in one statement."""
-    text = audit_chain.row_text({name: getattr(row, name) for name in audit_chain.FIELDS})
+    values = {name: getattr(row, name) for name in audit_chain.FIELDS}
+    text = audit_chain.row_text(values)
+    values["keys"] = json.dumps(values["keys"])
     with connections[using].cursor() as cursor:
-        cursor.execute(
-            _append_sql(),
-            [
-                text,
-                text,
-                row.created_at,
-                row.action,
-                row.reason,
-                row.source,
-                row.actor_id,
-                row.session_ref,
-                row.items_cleared,
-                json.dumps(row.keys),
-                row.client_hint,
-            ],
-        )
+        cursor.execute(_append_sql(), [text, text, *values.values()])
         row.id, row.prev_hash, row.row_hash = cursor.fetchone()
     row._state.adding = False
     row._state.db = using
@@ -90,20 +77,8 @@ def _append(row: CleanupEvent, using: str) -> None:
 @cache
 def _append_sql() -> str:
     meta = CleanupEvent._meta
-    column = {name: meta.get_field(name).column for name in (*audit_chain.FIELDS, "prev_hash")}
-    names = [
-        "created_at",
-        "action",
-        "reason",
-        "source",
-        "actor_id",
-        "session_ref",
-        "items_cleared",
-        "keys",
-        "client_hint",
-    ]
-    values = ", ".join("%s::jsonb" if name == "keys" else "%s" for name in names)
-    columns = ", ".join(column[name] for name in names)
+    columns = ", ".join(meta.get_field(name).column for name in audit_chain.FIELDS)
+    values = ", ".join("%s::jsonb" if name == "keys" else "%s" for name in audit_chain.FIELDS)
     return (
         f"{audit_chain.APPEND_ONE}INSERT INTO {meta.db_table} "  # noqa: S608 - model names
         f"({columns}, prev_hash, row_hash) SELECT {values}, head.prev_hash, head.row_hash "

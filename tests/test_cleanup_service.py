@@ -253,6 +253,21 @@ def test_a_session_removed_between_the_read_and_the_write_is_not_recorded(monkey
     assert not CleanupEvent.objects.exists()
 
 
+def test_a_session_row_deleted_before_its_update_is_not_recorded(monkeypatch):
+    session = _session_with_patient_data()
+    rows = session.model.objects.filter(session_key=session.session_key)
+    read = session.stored_blob
+
+    def read_then_deleted() -> dict:
+        data = read()
+        rows.delete()
+        return data
+
+    monkeypatch.setattr(session, "stored_blob", read_then_deleted)
+    assert cleanup.clear_patient_session_data(session) == 0
+    assert not CleanupEvent.objects.exists()
+
+
 def _generation(session: SessionStore) -> int:
     ref = session_meta.read(session.load())["ref"]
     return PatientSessionState.objects.get(ref=ref).generation

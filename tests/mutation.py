@@ -141,7 +141,6 @@ EQUIVALENT = {
     **{f"patient_data.cleanup.x__alog_out__mutmut_{n}": _FLAG_LEFT for n in (11, 15)},
     "patient_data.cleanup.x__persist__mutmut_1": "bump default: both callers pass bump=",
     "patient_data.cleanup.x__persist__mutmut_5": "default None for False: both falsy",
-    "patient_data.cleanup.x__persist__mutmut_71": _SAME_ROW,
     **{
         f"patient_data.cleanup.x__persist__mutmut_{n}": (
             "the cleaned blob holds no patient data: a guarded save() writes it as save_unguarded"

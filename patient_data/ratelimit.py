@@ -5,8 +5,8 @@ counters). The limit never stands between a session and the removal of its patie
 the API view lets a session that holds patient data through whatever the counters say. When
 the cache is unreachable the limit is skipped (it protects the server's work, not the data).
 
-With Django's Redis cache every counter of a request is charged in one round trip from the
-event loop (``redis.asyncio``, one client per event loop: its connections belong to that
+With Django's Redis cache every counter of a request is charged in one round trip (a Lua script)
+from the event loop (``redis.asyncio``, one client per event loop: its connections belong to that
 loop), under the cache's own key names and value format. Django's cache API has no async
 Redis client: its ``aadd``/``aincr`` are a thread hop and a round trip (or two) each. Other
 cache backends (locmem in the embedded default) keep Django's cache API.
@@ -25,6 +25,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest
 from redis import asyncio as aredis
+from redis.commands.core import AsyncScript
 
 from patient_data.conf import conf
 from patient_data.refs import address_ref, session_ref
@@ -38,6 +39,20 @@ _SYNC_ONLY_OPTIONS = {"pool_class", "parser_class", "serializer"}
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, aredis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+#: KEYS: the counters; ARGV[1]: their lifetime in seconds. For each, Django's ``add(key, 0)``
+#: (the cache stores ints as they are) then ``incr(key)``: the counts, atomically.
+CHARGE_LUA = b"""
+local counts = {}
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, 0, 'EX', ARGV[1], 'NX')
+    counts[i] = redis.call('INCR', key)
+end
+return counts
+"""
+#: Sent by SHA (EVALSHA), loaded again when the server does not know it (a restart).
+_charge_script = AsyncScript(None, CHARGE_LUA)
 
 
 @dataclass(frozen=True)
@@ -83,15 +98,10 @@ def redis_client(backend: RedisCache) -> aredis.Redis:
 
 
 async def _acharge_redis(backend: RedisCache, found: list[Limit]) -> list[int]:
-    """``add(key, 0)`` then ``incr(key)`` for every counter, in one MULTI/EXEC round trip."""
+    """``add(key, 0)`` then ``incr(key)`` for every counter, in one script (one round trip)."""
     timeout = backend.get_backend_timeout(conf.PATIENT_CLEANUP_RATE_WINDOW + 1)
-    pipe = redis_client(backend).pipeline(transaction=True)
-    for limit in found:
-        key = backend.make_and_validate_key(limit.key)
-        pipe.set(key, 0, ex=timeout, nx=True)  # the cache stores ints as they are
-        pipe.incr(key)
-    replies = await pipe.execute()
-    return replies[1::2]
+    keys = [backend.make_and_validate_key(limit.key) for limit in found]
+    return await _charge_script(keys, [timeout], client=redis_client(backend))
 
 
 async def _acharge_cache(found: list[Limit]) -> list[int]:

@@ -92,19 +92,28 @@ async def test_the_counters_are_the_cache_s_own_keys_and_values(backend):
 async def test_redis_counters_are_charged_in_the_loop_in_one_round_trip(hops, monkeypatch):
     with override_settings(CACHES=_redis_cache(), **LIMITS):
         request = _request()
-        await ratelimit.aexceeded(request, "clear")  # connects
-        executed: list[int] = []
-        original = aredis.client.Pipeline.execute
+        await ratelimit.aexceeded(request, "clear")  # connects, loads the script
+        sent: list[str] = []
+        original = aredis.Redis.execute_command
 
         async def counting(self, *args, **kwargs):
-            executed.append(len(self.command_stack))
+            sent.append(str(args[0]))
             return await original(self, *args, **kwargs)
 
-        monkeypatch.setattr(aredis.client.Pipeline, "execute", counting)
+        monkeypatch.setattr(aredis.Redis, "execute_command", counting)
         hops.clear()
         assert not await ratelimit.aexceeded(request, "clear")
     assert hops == []
-    assert executed == [4]  # one MULTI/EXEC: add and incr, for the session and the address
+    assert sent == ["EVALSHA"]  # both counters, add and incr each
+
+
+async def test_a_server_that_does_not_know_the_script_is_sent_it(monkeypatch):
+    """A restarted Redis has forgotten the script: it is loaded again (a SHA it never saw
+    stands for that here; SCRIPT FLUSH would empty every user's script cache)."""
+    with override_settings(CACHES=_redis_cache(), **LIMITS):
+        request = _request()
+        monkeypatch.setattr(ratelimit._charge_script, "sha", "0" * 40)
+        assert await _charges(request, 3) == [False, False, True]
 
 
 def test_each_event_loop_has_its_own_redis_client():

@@ -22,8 +22,11 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from monitor.auth import SocketAuthMiddleware  # noqa: E402
 from monitor.routing import websocket_urlpatterns  # noqa: E402
+from ncp_asgi.request_threads import RequestThreads  # noqa: E402
 
-http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+django_http = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+# Each request's sync hops in a reused thread instead of a new one (ncp_asgi/request_threads.py).
+http_app = RequestThreads(django_http)
 
 application = ProtocolTypeRouter(
     {

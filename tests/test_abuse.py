@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
 
 from patient_data import checks
@@ -73,13 +73,37 @@ def test_a_session_holding_patient_data_is_cleared_whatever_the_counters(logged_
     assert "patient_summary" not in logged_in.stored()
 
 
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+#: Nothing listens on port 1: every connection is refused at once.
+REDIS_DOWN = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
+
 @override_settings(PATIENT_CLEANUP_RATE_PER_SESSION=1, PATIENT_CLEANUP_RATE_WINDOW=600)
-def test_an_unreachable_cache_skips_the_limit_and_serves(logged_in, monkeypatch):
+def test_an_unreachable_cache_skips_the_limit_and_serves(logged_in, monkeypatch, caplog):
+    """Django's cache API (other backends): its calls fail."""
+
     async def down(*args, **kwargs):
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(cache, "aincr", down)
+    monkeypatch.setattr(LocMemCache, "aincr", down)
+    with override_settings(CACHES=LOCMEM):
+        assert [logged_in.post(CLEAR).status_code for _ in range(3)] == [200, 200, 200]
+    assert "Cleanup rate limit skipped: cache unavailable (ConnectionError)." in caplog.messages
+
+
+@override_settings(
+    PATIENT_CLEANUP_RATE_PER_SESSION=1, PATIENT_CLEANUP_RATE_WINDOW=600, CACHES=REDIS_DOWN
+)
+def test_an_unreachable_redis_skips_the_limit_and_serves(logged_in, caplog):
+    """Django's Redis cache (charged from the event loop): the server refuses connections."""
     assert [logged_in.post(CLEAR).status_code for _ in range(3)] == [200, 200, 200]
+    assert "Cleanup rate limit skipped: cache unavailable (ConnectionError)." in caplog.messages
 
 
 @pytest.mark.parametrize(

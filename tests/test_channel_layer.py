@@ -57,3 +57,20 @@ async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool
         assert await client.zcard(layer._group_key(group)) == 0
     finally:
         await client.aclose()
+
+
+async def test_redis_down_drops_the_event_with_a_warning(caplog, settings):
+    from patient_data import events
+
+    config = settings.CHANNEL_LAYERS["default"]
+    host = {**config["CONFIG"]["hosts"][0], "address": "redis://127.0.0.1:1/0"}
+    down = {"default": {**config, "CONFIG": {**config["CONFIG"], "hosts": [host]}}}
+    channel_layers.backends.clear()
+    settings.CHANNEL_LAYERS = down
+    try:
+        assert not await events.apublish({"session_ref": "r", "items_cleared": 1})
+    finally:
+        layer = channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
+        if layer is not None:
+            await layer.close_pools()
+    assert "Live monitor unavailable, event not published (ConnectionError)." in caplog.messages

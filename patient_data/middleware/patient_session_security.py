@@ -126,10 +126,24 @@ class PatientSessionSecurityMiddleware(_Base):
         if getattr(request.session, patient_session.STORED_FLAG, False):
             user = _username(await request.auser())
             await events.apublish_stored(request.session.session_key, user, data)
-        if not _is_passive(request) and (info := activity.stamped(data, time.time())):
-            await request.session.aset(META_KEY, info)
-            await events.apublish_activity(request.session.session_key, info["seen"])
+        if (seen := await astamp_activity(request, data)) is not None:
+            await events.apublish_activity(request.session.session_key, seen)
         return response
+
+
+async def astamp_activity(request: HttpRequest, data: dict[str, Any] | None = None) -> float | None:
+    """Stamp the request's activity in its session (in memory) when a write is due, never for
+    a passive request; the time stamped, or None. The caller announces it once the session is
+    written. ``data``: the session's items, when the caller has them."""
+    if _is_passive(request):
+        return None
+    if data is None:
+        data = dict(await request.session.aitems())
+    info = activity.stamped(data, time.time())
+    if info is None:
+        return None
+    await request.session.aset(META_KEY, info)
+    return info["seen"]
 
 
 class PatientSessionCleanupMiddleware(_Base):

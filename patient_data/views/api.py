@@ -14,10 +14,11 @@ from django.db import OperationalError
 from django.http import HttpRequest, JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from patient_data import cleanup, ratelimit, site_data
+from patient_data import cleanup, events, ratelimit, site_data
 from patient_data import meta as session_meta
 from patient_data.conf import conf
 from patient_data.decorators import passive_activity
+from patient_data.middleware.patient_session_security import astamp_activity
 from patient_data.models import ClientHint
 from patient_data.refs import session_ref
 from patient_data.registry import get_registry
@@ -144,9 +145,14 @@ async def clear_patient_session(request: HttpRequest) -> JsonResponse:
     if reason not in PAGE_REASONS:
         return error("bad_reason", 400, f"X-Cleanup-Reason must be one of {sorted(PAGE_REASONS)}.")
     _note_client_hint(request)
+    # The click is activity: stamped before the cleanup, the cleanup's own write carries it,
+    # and the middleware finds nothing left to write after the view (no second save).
+    seen = await astamp_activity(request)
     items = await cleanup.aclear_patient_session_data(
         request, reason=reason, source="api", actor=await request.auser()
     )
+    if seen is not None:
+        await events.apublish_activity(request.session.session_key, seen)
     logger.info(
         "Manual patient session cleanup requested by user %s: %d items cleared",
         await _username(request),

@@ -1,8 +1,8 @@
 """Thread hops and queries of one cleanup, over HTTP (``POST /api/clear-patient-session/``, the
 full middleware stack) and over the socket (``{"type": "cleanup"}``).
 
-The cleanup's own write (``cleanup._persist_and_record``: the session, its state row and the
-audit row in one hop) is counted as one hop; the queries around it are pinned here, its own
+The cleanup's own write (``cleanup._persist``: the session, its state row and the
+audit row in one hop and one transaction) is counted as one hop; the queries around it are pinned here, its own
 are the cleanup service's business. Besides it, an HTTP cleanup hops only where Django's
 handler does (``request_started``, closing the response), for the session and user rows (one
 hop), and for CSRF's body check; the rate limit hops only on a cache that is not Redis.
@@ -32,7 +32,7 @@ from tests.test_request_hops import HANDLER_HOPS, SESSION_AND_USER_HOP, queries 
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("scanned_frames")]
 
-PERSIST = "_persist_and_record"
+PERSIST = "_persist"
 CSRF_HOP = "CsrfViewMiddleware.process_view"
 SESSION_WRITE = 'UPDATE "django_session"'
 
@@ -40,7 +40,7 @@ SESSION_WRITE = 'UPDATE "django_session"'
 @pytest.fixture
 def persist_marked(monkeypatch, queries):  # noqa: F811 - the fixture imported above
     """``queries``, with the cleanup's own write between two markers."""
-    original = cleanup._persist_and_record
+    original = cleanup._persist
 
     @wraps(original)
     def marked(*args, **kwargs):
@@ -50,7 +50,7 @@ def persist_marked(monkeypatch, queries):  # noqa: F811 - the fixture imported a
         finally:
             queries.append("</persist>")
 
-    monkeypatch.setattr(cleanup, "_persist_and_record", marked)
+    monkeypatch.setattr(cleanup, "_persist", marked)
     return queries
 
 

@@ -17,7 +17,10 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
+
+from patient_data.bulk.backends.payloads import SignedPayloads
 
 if TYPE_CHECKING:
     from patient_data.registry import Registry
@@ -114,9 +117,10 @@ class Backend(ABC):
         escape (a backslash) and no registered key in quotes (``"key"``) nor a quote and a
         declared prefix (``"prefix``): without escapes a JSON string is its characters as
         written. Otherwise it is parsed as Django's ``JSONSerializer`` would and, when it
-        does name one, used only once its signature is verified by Django's own
-        ``TimestampSigner.unsign`` (fallback keys included). A payload that does not
-        unpack here, or is larger than ``PEEK_LIMIT``, goes the verified way as before.
+        does name one, used only once its signature is verified as Django's
+        ``TimestampSigner.unsign`` does (``payloads``; fallback keys included). A payload
+        that does not unpack here, or is larger than ``PEEK_LIMIT``, goes the verified way
+        as before.
         """
         text = self._payload(raw) if self.peekable else None
         if text is None:
@@ -135,7 +139,7 @@ class Backend(ABC):
         if not keys:
             return None, []
         try:
-            self._signer.unsign(raw)
+            self._verify(raw)
         except Exception as exc:  # noqa: BLE001 - bad signature or timestamp: unusable
             raise Undecodable(type(exc).__name__) from None
         return data, keys
@@ -151,9 +155,20 @@ class Backend(ABC):
         return self._pattern
 
     @cached_property
-    def _signer(self) -> signing.TimestampSigner:
-        # What signing.loads builds per call (the keys read once per run).
-        return signing.TimestampSigner(salt=self._codec.key_salt)
+    def _signed(self) -> SignedPayloads | None:
+        """Django's signing steps with the keys read once per run (``payloads``), when this
+        backend stores Django's signed JSON format and the sample check agrees."""
+        if not self.peekable:
+            return None
+        signed = SignedPayloads(self._codec.key_salt)
+        return signed if signed.checked() else None
+
+    def _verify(self, raw: str) -> None:
+        """``TimestampSigner.unsign`` of Django's loads (raises as it does)."""
+        if self._signed is not None:
+            self._signed.verify(raw)
+        else:
+            signing.TimestampSigner(salt=self._codec.key_salt).unsign(raw)
 
     @staticmethod
     def _payload(raw: Any) -> str | None:
@@ -186,6 +201,8 @@ class Backend(ABC):
         return signing.loads(raw, salt=codec.key_salt, serializer=codec.serializer)
 
     def encode(self, data: dict) -> Any:
+        if self._signed is not None and type(self._codec).encode is SessionBase.encode:
+            return self._signed.dumps(data)
         return self._codec.encode(data)
 
     def expired(self, stored: Stored, data: dict, now: datetime) -> bool:

@@ -1,0 +1,92 @@
+"""Django's signed session payloads as the bulk sweep writes and verifies them
+(``patient_data.bulk.backends.payloads``): Django reads what it writes to the same dict, and it
+accepts exactly the signatures Django accepts."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.core import signing
+from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from patient_data.bulk.backends import backend_for
+from patient_data.bulk.backends.payloads import SignedPayloads
+
+SALT = SessionStore().key_salt
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+SESSIONS = st.dictionaries(st.text(max_size=12), JSON, max_size=8)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(session=SESSIONS)
+def test_django_loads_what_is_written_as_the_same_session(session):
+    raw = SignedPayloads(SALT).dumps(session)
+    assert SessionStore().decode(raw) == session
+    assert signing.loads(raw, salt=SALT) == session
+    # Signed as Django signs: the same signature over the same value and timestamp.
+    value, signature = raw.rsplit(":", 1)
+    assert signing.TimestampSigner(salt=SALT).signature(value) == signature
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    session=SESSIONS,
+    compress=st.booleans(),
+    cut=st.integers(min_value=0, max_value=400),
+    char=st.characters(codec="ascii"),
+    mutate=st.sampled_from(["none", "value", "signature", "timestamp", "truncate"]),
+)
+def test_a_signature_is_accepted_exactly_when_django_accepts_it(
+    session, compress, cut, char, mutate
+):
+    raw = signing.dumps(session, salt=SALT, compress=compress)
+    value, timestamp, signature = raw.rsplit(":", 2)
+    if mutate == "value":
+        at = cut % len(value)
+        value = value[:at] + char + value[at + 1 :]
+    elif mutate == "signature":
+        at = cut % len(signature)
+        signature = signature[:at] + char + signature[at + 1 :]
+    elif mutate == "timestamp":
+        timestamp = char + timestamp
+    raw = f"{value}:{timestamp}:{signature}"
+    if mutate == "truncate":
+        raw = raw[: cut % (len(raw) + 1)]
+    try:
+        signing.TimestampSigner(salt=SALT).unsign(raw)
+    except Exception as exc:  # noqa: BLE001 - whatever Django raises, ours raises too
+        with pytest.raises(type(exc)):
+            SignedPayloads(SALT).verify(raw)
+    else:
+        SignedPayloads(SALT).verify(raw)
+
+
+def test_fallback_keys_verify_and_the_current_key_signs():
+    old = "an-old-key-" + "y" * 50
+    session = {"note": "x"}
+    raw = signing.dumps(session, key=old, salt=SALT, compress=True)
+    with pytest.raises(signing.BadSignature):
+        SignedPayloads(SALT).verify(raw)
+    with override_settings(SECRET_KEY_FALLBACKS=[old]):
+        payloads = SignedPayloads(SALT)
+        payloads.verify(raw)
+        written = payloads.dumps(session)
+    # Written with SECRET_KEY: readable once the old key is gone.
+    assert SessionStore().decode(written) == session
+
+
+def test_a_backend_whose_sample_check_fails_keeps_djangos_own_calls(monkeypatch):
+    session = {"note": "x" * 200}
+    # Django compresses what compresses; the checked fast path never does.
+    assert backend_for("patient_data.sessions.db").encode(session).startswith("eyJ")
+    # A verify that accepts a forged signature fails the check.
+    monkeypatch.setattr(SignedPayloads, "verify", lambda self, raw: None)
+    backend = backend_for("patient_data.sessions.db")
+    assert backend._signed is None
+    assert backend.encode(session).startswith(".")

@@ -8,6 +8,7 @@ reported back as a conflict, re-read and re-processed, never overwritten blindly
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 import zlib
@@ -24,6 +25,9 @@ from patient_data.bulk.backends.payloads import SignedPayloads
 
 if TYPE_CHECKING:
     from patient_data.registry import Registry
+
+#: ``base64.urlsafe_b64decode``'s alphabet translation.
+URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 #: Largest payload the pre-filter inflates before the signature is checked; a bigger one
 #: goes the verified way (signature first, as Django does), so no stored row can make the
@@ -184,7 +188,7 @@ class Backend(ABC):
                 return None
             payload = value[0].encode()
             compressed = payload[:1] == b"."
-            data = signing.b64_decode(payload[1:] if compressed else payload)
+            data = _b64_decode(payload[1:] if compressed else payload)
             if compressed:
                 inflate = zlib.decompressobj()
                 data = inflate.decompress(data, PEEK_LIMIT)
@@ -208,3 +212,10 @@ class Backend(ABC):
     def expired(self, stored: Stored, data: dict, now: datetime) -> bool:
         """Whether the session is past its expiry date (Django would not load it any more)."""
         return stored.expired
+
+
+def _b64_decode(data: bytes) -> bytes:
+    """``signing.b64_decode``: padded, then ``urlsafe_b64decode``'s own steps (translate,
+    non-strict ``a2b_base64``) without its three layers of calls; every session of a full
+    sweep goes through here."""
+    return binascii.a2b_base64((data + b"=" * (-len(data) % 4)).translate(URLSAFE))

@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 from django.utils import timezone
+from hypothesis import strategies as st
 
 from patient_data import patient_session
 from patient_data.models import CleanupEvent, PatientDataEpoch, PatientSessionState
@@ -180,3 +181,29 @@ def run(command: str, *args: str) -> tuple[int, str]:
     except CommandError as exc:
         return exc.returncode, out.getvalue() + str(exc)
     return 0, out.getvalue()
+
+
+#: Arguments of ``corrupted`` after the session (hypothesis draws them).
+CORRUPTIONS = st.tuples(
+    st.sampled_from(["none", "payload", "signature", "timestamp", "truncate"]),
+    st.integers(min_value=0, max_value=400),
+    st.characters(codec="ascii"),
+)
+
+
+def corrupted(raw: str, how: str, cut: int, char: str) -> str:
+    """``raw`` (``value:timestamp:signature``) with one character of a part replaced, a
+    character put before the timestamp, or cut short at ``cut``; as it is for ``none``."""
+    value, timestamp, signature = raw.rsplit(":", 2)
+    if how == "payload":
+        at = cut % len(value)
+        value = value[:at] + char + value[at + 1 :]
+    elif how == "signature":
+        at = cut % len(signature)
+        signature = signature[:at] + char + signature[at + 1 :]
+    elif how == "timestamp":
+        timestamp = char + timestamp
+    raw = f"{value}:{timestamp}:{signature}"
+    if how == "truncate":
+        raw = raw[: cut % (len(raw) + 1)]
+    return raw

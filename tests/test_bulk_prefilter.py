@@ -17,6 +17,8 @@ from patient_data.bulk.backends import Undecodable, backend_for
 from patient_data.bulk.backends.base import PEEK_LIMIT
 from patient_data.registry import get_registry
 from tests.bulk_support import (
+    CORRUPTIONS,
+    corrupted,
     engine_fixture,  # noqa: F401 - the "engine" fixture
     make_session,
     run,
@@ -157,24 +159,12 @@ SESSIONS = st.dictionaries(KEYS, st.integers() | st.text(max_size=20), max_size=
 @given(
     session=SESSIONS,
     compress=st.booleans(),
-    cut=st.integers(min_value=0, max_value=400),
-    char=st.characters(codec="ascii"),
-    mutate=st.sampled_from(["none", "payload", "signature", "timestamp", "truncate"]),
+    corruption=CORRUPTIONS,
 )
-def test_no_row_holding_patient_data_is_ever_skipped(session, compress, cut, char, mutate):
-    raw = signed(json.dumps(session, separators=(",", ":")), compress=compress)
-    value, timestamp, signature = raw.rsplit(":", 2)
-    if mutate == "payload":
-        at = cut % len(value)
-        value = value[:at] + char + value[at + 1 :]
-    elif mutate == "signature":
-        at = cut % len(signature)
-        signature = signature[:at] + char + signature[at + 1 :]
-    elif mutate == "timestamp":
-        timestamp = char + timestamp
-    raw = f"{value}:{timestamp}:{signature}"
-    if mutate == "truncate":
-        raw = raw[: cut % (len(raw) + 1)]
+def test_no_row_holding_patient_data_is_ever_skipped(session, compress, corruption):
+    raw = corrupted(
+        signed(json.dumps(session, separators=(",", ":")), compress=compress), *corruption
+    )
     try:
         expected = verified(raw)
     except Undecodable:

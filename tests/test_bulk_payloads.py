@@ -11,8 +11,9 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patient_data.bulk.backends import backend_for
+from patient_data.bulk.backends import Undecodable, backend_for
 from patient_data.bulk.backends.payloads import SignedPayloads
+from patient_data.registry import get_registry
 from tests.bulk_support import CORRUPTIONS, corrupted
 
 SALT = SessionStore().key_salt
@@ -75,3 +76,8 @@ def test_a_backend_whose_sample_check_fails_keeps_djangos_own_calls(monkeypatch)
     backend = backend_for("patient_data.sessions.db")
     assert backend._signed is None
     assert backend.encode(session).startswith(".")
+    # And Django's signer verifies: the forged row is refused, not accepted by the patch.
+    raw = signing.dumps({"patient_summary": "SYNTH"}, salt=SALT, compress=True)
+    assert backend.holding(raw, get_registry())[1] == ["patient_summary"]
+    with pytest.raises(Undecodable):
+        backend.holding(raw[:-1] + ("A" if raw[-1] != "A" else "B"), get_registry())

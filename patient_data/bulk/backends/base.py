@@ -167,12 +167,17 @@ class Backend(ABC):
         signed = SignedPayloads(self._codec.key_salt)
         return signed if signed.checked() else None
 
+    @cached_property
+    def _signer(self) -> signing.TimestampSigner:
+        # What signing.loads builds per call (the keys read once per run).
+        return signing.TimestampSigner(salt=self._codec.key_salt)
+
     def _verify(self, raw: str) -> None:
         """``TimestampSigner.unsign`` of Django's loads (raises as it does)."""
         if self._signed is not None:
             self._signed.verify(raw)
         else:
-            signing.TimestampSigner(salt=self._codec.key_salt).unsign(raw)
+            self._signer.unsign(raw)
 
     @staticmethod
     def _payload(raw: Any) -> str | None:

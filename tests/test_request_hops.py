@@ -38,8 +38,10 @@ SESSION_AND_USER_HOP = "GuardedSessionMixin._load_with_companion"
 @pytest.fixture(autouse=True)
 def no_activity_write_due(settings):
     """Steady state however slow the machine: no activity write falls due between requests
-    (an extra hop and query that a loaded CI machine otherwise sometimes saw)."""
+    (an extra hop and query that a loaded CI machine otherwise sometimes saw), and the
+    process's copy of the epoch does not expire between them (an extra epoch query)."""
     settings.PATIENT_ACTIVITY_WRITE_INTERVAL = 3600
+    settings.PATIENT_EPOCH_CACHE_SECONDS = 3600
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Writing the index of sessions holding patient data (read and acted on in ``index``).
 
 The guard calls :func:`update` on the generation row it holds locked, for every save of a blob
-with patient data and for every cleanup: the index follows the stored blob exactly, and a save
-that changes nothing the index shows (a plain activity stamp) writes nothing more.
+with patient data: the index follows the stored blob exactly, and a save that changes nothing
+the index shows (a plain activity stamp) writes nothing more. A cleanup leaves no patient data:
+its upsert of the row (``guard.cleaning``) takes the session out of the index itself.
 """
 
 from __future__ import annotations

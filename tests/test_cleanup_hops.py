@@ -37,6 +37,13 @@ CSRF_HOP = "CsrfViewMiddleware.process_view"
 SESSION_WRITE = 'UPDATE "django_session"'
 
 
+@pytest.fixture(autouse=True)
+def epoch_stays_cached(settings):
+    """The epoch read at sign-in still answers during the cleanup however slow the machine
+    (its re-read, a query and a hop, is no part of the cleanup)."""
+    settings.PATIENT_EPOCH_CACHE_SECONDS = 3600
+
+
 @pytest.fixture
 def persist_marked(monkeypatch, queries):  # noqa: F811 - the fixture imported above
     """``queries``, with the cleanup's own write between two markers."""
@@ -61,13 +68,11 @@ def _around_persist(tables: list[str]) -> list[str]:
     return tables[:start] + tables[end + 1 :]
 
 
-def _rate_limit_hops() -> list[str]:
-    """Django's cache API on a cache that is not Redis: add and incr for both counters."""
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        return []
-    name = type(backend).__name__
-    return [f"{name}.add", f"{name}.incr"] * 2
+def _split_cache_hops(hops: list[str]) -> tuple[list[str], list[str]]:
+    """The hops through Django's cache API (the rate limit on a cache that is not Redis: how
+    many is Django's business), and the others."""
+    prefix = f"{type(caches['default']).__name__}."
+    return [h for h in hops if h.startswith(prefix)], [h for h in hops if not h.startswith(prefix)]
 
 
 @override_settings(PATIENT_CLEANUP_RATE_PER_ADDRESS=120, PATIENT_CLEANUP_RATE_PER_SESSION=10)
@@ -82,14 +87,12 @@ async def test_an_http_cleanup_writes_the_session_once_with_its_activity(
     persist_marked.clear()
     response = await client.post("/api/clear-patient-session/")
     assert response.json() == {"success": True, "items_cleared": 3}
-    assert hops == [
-        HANDLER_HOPS[0],
-        SESSION_AND_USER_HOP,
-        CSRF_HOP,
-        *_rate_limit_hops(),
-        PERSIST,
-        HANDLER_HOPS[1],
-    ]
+    cache_hops, others = _split_cache_hops(hops)
+    assert others == [HANDLER_HOPS[0], SESSION_AND_USER_HOP, CSRF_HOP, PERSIST, HANDLER_HOPS[1]]
+    if isinstance(caches["default"], RedisCache):
+        assert cache_hops == []  # charged from the event loop
+    else:
+        assert cache_hops  # Django's cache API
     assert _around_persist(persist_marked) == ['"django_session"', '"auth_user"']
     assert sum(query.startswith(SESSION_WRITE) for query in persist_marked) == 1
     stored = await client.session.aload()

@@ -1,9 +1,9 @@
 """Thread hops and queries of one cleanup, over HTTP (``POST /api/clear-patient-session/``, the
 full middleware stack) and over the socket (``{"type": "cleanup"}``).
 
-The cleanup's own write (``cleanup._persist``: the session, its state row and the
-audit row in one hop and one transaction) is counted as one hop; the queries around it are pinned here, its own
-are the cleanup service's business. Besides it, an HTTP cleanup hops only where Django's
+The cleanup's own write (``cleanup._persist``: the session, its state row and the audit row,
+in one hop and one transaction) is counted as one hop; the queries around it are pinned here,
+its own are the cleanup service's business. Besides it, an HTTP cleanup hops only where Django's
 handler does (``request_started``, closing the response), for the session and user rows (one
 hop), and for CSRF's body check; the rate limit hops only on a cache that is not Redis.
 """

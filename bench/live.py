@@ -16,7 +16,9 @@ and once with it put back (``bench/live_asgi_with_db_cleanup.py``), each on a fr
 
 (a) latency from ``POST /api/clear-patient-session/`` (sent at --rate per second, each for
     another session) to ``session.cleared`` at that session's socket and at every staff
-    socket: p50 / p99;
+    socket: p50 / p99; and the CPU each part of the run spent per cleanup meanwhile (the
+    daphne processes, the PostgreSQL backends of the bench's database, the Redis server,
+    this client), from ``/proc``: what 100 cleanups/s ask of the machine's cores;
 (b) one broadcast to all widget sockets: one channel-layer message to the group every
     process holding sockets listens on (``events.PROCESSES_GROUP``, what a bulk run sends per
     page), carrying a cleanup event for each of the 1,000 sessions, handed by daphne to each
@@ -82,6 +84,43 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_parts(server: Server) -> dict[str, float]:
+    """CPU seconds so far of each part of the run on this machine: the daphne processes, the
+    PostgreSQL backends of the bench's database, the Redis server, this client process."""
+    parts = {"daphne": sum(cpu_seconds(process.pid) for process in server.processes)}
+    parts["postgres"] = parts["redis"] = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if command.startswith("postgres: ") and f" {PG_DATABASE} " in command:
+            parts["postgres"] += cpu_seconds(int(entry.name))
+        elif command.startswith("redis-server"):
+            parts["redis"] += cpu_seconds(int(entry.name))
+    parts["client"] = time.process_time()
+    return parts
+
+
+def cpu_per_cleanup(before: dict[str, float], after: dict[str, float], count: int) -> dict:
+    """CPU milliseconds per cleanup of each part between two :func:`cpu_parts` (PostgreSQL:
+    backends that lived through the phase; a backend that ended during it is not counted)."""
+    spent = {name: max(0.0, after[name] - before[name]) for name in after}
+    spent["total"] = sum(spent.values())
+    return {name: round(1000 * seconds / count, 2) for name, seconds in spent.items()}
 
 
 # --- the project's side: database, users, sessions --------------------------------------
@@ -503,8 +542,12 @@ async def run_daphne(
         }
         for via in ("http", "socket"):
             await settle(widgets + staff)
+            before = cpu_parts(server)
             result[f"cleanup_{via}"] = await cleanup_latency(
                 server, widgets, staff, keys, refs, args, via
+            )
+            result[f"cleanup_{via}"]["cpu_ms_per_cleanup"] = cpu_per_cleanup(
+                before, cpu_parts(server), args.cleanups
             )
         await settle(widgets + staff)
         result["broadcast"] = await daphne_broadcast(widgets, refs)

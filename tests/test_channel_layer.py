@@ -5,6 +5,7 @@ lifted; django/channels_redis#422)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -57,6 +58,98 @@ async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool
         assert await client.zcard(layer._group_key(group)) == 0
     finally:
         await client.aclose()
+
+
+# One message to several groups (monitor.layers.group_send_many): what one group_send per
+# group delivers, in two round trips.
+
+
+def _groups() -> tuple[str, str]:
+    return f"staff-{uuid.uuid4().hex}", f"patient-session.{uuid.uuid4().hex}"
+
+
+async def _received(layer, channel: str) -> dict:
+    return await asyncio.wait_for(layer.receive(channel), timeout=5)
+
+
+async def test_one_send_reaches_the_members_of_every_group_as_group_send_would(layer):
+    staff_group, session_group = _groups()
+    staff, tab, other_tab = [await layer.new_channel() for _ in range(3)]
+    await layer.group_add(staff_group, staff)
+    for channel in (tab, other_tab):
+        await layer.group_add(session_group, channel)
+    message = {"type": "patient_session.event", "event": {"session_ref": "r", "items": 3}}
+    await layer.group_send_many([staff_group, session_group], message)
+    for channel in (staff, tab, other_tab):
+        assert await _received(layer, channel) == message
+    # The same as channels-redis' own group_send delivers.
+    await layer.group_send(session_group, message)
+    assert await _received(layer, tab) == message
+
+
+async def test_a_channel_in_both_groups_gets_the_message_twice_as_with_two_group_sends(layer):
+    first, second = _groups()
+    channel = await layer.new_channel()
+    for group in (first, second):
+        await layer.group_add(group, channel)
+    await layer.group_send_many([first, second], {"type": "one"})
+    assert [(await _received(layer, channel))["type"] for _ in range(2)] == ["one", "one"]
+
+
+async def test_a_full_channel_drops_the_message_and_the_others_still_get_it(layer):
+    """Capacity counts per Redis key: the local channels of one layer (a process) share it,
+    so the free channel belongs to another layer."""
+    other = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    first, second = _groups()
+    full, free = await layer.new_channel(), await other.new_channel()
+    await layer.group_add(first, full)
+    await layer.group_add(second, free)
+    for _ in range(layer.get_capacity(full)):
+        await layer.send(full, {"type": "filler"})
+    await layer.group_send_many([first, second], {"type": "news"})
+    assert (await _received(other, free))["type"] == "news"
+    await other.close_pools()
+    kinds = [(await _received(layer, full))["type"] for _ in range(layer.get_capacity(full))]
+    assert set(kinds) == {"filler"}
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(full), timeout=0.3)
+
+
+async def test_expired_memberships_are_dropped_before_the_send(layer):
+    first, second = _groups()
+    stale, live = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add(first, stale)
+    await layer.group_add(second, live)
+    client = layer.connection(0)
+    await client.zadd(layer._group_key(first), {stale: time.time() - layer.group_expiry - 5})
+    await layer.group_send_many([first, second], {"type": "news"})
+    assert (await _received(layer, live))["type"] == "news"
+    assert await client.zcard(layer._group_key(first)) == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(stale), timeout=0.3)
+
+
+async def test_the_send_to_two_groups_is_two_round_trips(layer, monkeypatch):
+    from redis.asyncio.client import Pipeline, Redis
+
+    first, second = _groups()
+    for group in (first, second):
+        await layer.group_add(group, await layer.new_channel())
+    calls: list[str] = []
+    execute_command, execute = Redis.execute_command, Pipeline.execute
+
+    async def command(self, *args, **kwargs):
+        calls.append(str(args[0]))
+        return await execute_command(self, *args, **kwargs)
+
+    async def pipeline(self, *args, **kwargs):
+        calls.append("PIPELINE")
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    monkeypatch.setattr(Pipeline, "execute", pipeline)
+    await layer.group_send_many([first, second], {"type": "news"})
+    assert calls == ["PIPELINE", "EVAL"]
 
 
 async def test_redis_down_drops_the_event_with_a_warning(caplog, settings):

@@ -9,9 +9,9 @@ makes the burst queue for a connection (``max_connections``, waiting up to ``tim
 Every live event goes to two groups (the staff monitor's and the session's). channels-redis'
 ``group_send`` costs four round trips per group (expire and read the members, expire the
 channels' old messages, the capacity-checked send); :meth:`group_send_many` does what one
-``group_send`` per group does, in two round trips per Redis server for all the groups: the
-same message format (channels-redis' own serializer and per-key ``__asgi_channel__`` lists),
-capacity, message and group expiry.
+``group_send`` per group does, in two round trips (two Lua scripts) per Redis server for all
+the groups: the same message format (channels-redis' own serializer and per-key
+``__asgi_channel__`` lists), capacity, message and group expiry.
 """
 
 from __future__ import annotations
@@ -25,13 +25,26 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer
 from redis.asyncio import BlockingConnectionPool
+from redis.commands.core import AsyncScript
 
 logger = logging.getLogger("monitor.layers")
 
+#: KEYS: group keys. ARGV[1]: the score below which a membership has expired. Each group's
+#: channels, its expired memberships dropped first (as group_send does).
+MEMBERS_LUA = b"""
+local found = {}
+for i, key in ipairs(KEYS) do
+    redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[1])
+    found[i] = redis.call('ZRANGE', key, 0, -1)
+end
+return found
+"""
+
 #: KEYS: channel keys (a key twice when two groups reach it: two messages, as two
 #: group_sends would). ARGV: the messages, their capacities, then now, the expiry, and the
-#: score below which a channel's messages have expired.
-SEND_MANY_LUA = """
+#: score below which a channel's messages have expired. channels-redis' send script, with
+#: its expiry pipeline folded in.
+SEND_LUA = b"""
 local n = #KEYS
 local now = ARGV[2 * n + 1]
 local expiry = ARGV[2 * n + 2]
@@ -50,6 +63,10 @@ for i = 1, n do
 end
 return over_capacity
 """
+
+#: Sent by SHA (EVALSHA), loaded again when the server does not know it (a restart).
+_members_script = AsyncScript(None, MEMBERS_LUA)
+_send_script = AsyncScript(None, SEND_LUA)
 
 
 class BlockingPoolRedisChannelLayer(RedisChannelLayer):
@@ -80,8 +97,7 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
             )
 
     async def _members(self, groups: Sequence[str]) -> list[list[str]]:
-        """Each group's channels, its expired memberships dropped first (one pipeline per
-        server)."""
+        """Each group's channels (one script per server)."""
         expired = int(time.time()) - self.group_expiry
         by_connection: dict[int, list[int]] = collections.defaultdict(list)
         for position, group in enumerate(groups):
@@ -89,13 +105,9 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
             by_connection[self.consistent_hash(group)].append(position)
 
         async def read(index: int, positions: list[int]) -> list[tuple[int, list[bytes]]]:
-            pipe = self.connection(index).pipeline(transaction=False)
-            for position in positions:
-                key = self._group_key(groups[position])
-                pipe.zremrangebyscore(key, min=0, max=expired)
-                pipe.zrange(key, 0, -1)
-            replies = await pipe.execute()
-            return list(zip(positions, replies[1::2], strict=True))
+            keys = [self._group_key(groups[position]) for position in positions]
+            found = await _members_script(keys, [expired], client=self.connection(index))
+            return list(zip(positions, found, strict=True))
 
         found: list[list[str]] = [[] for _ in groups]
         for replies in await asyncio.gather(*(read(i, p) for i, p in by_connection.items())):
@@ -108,4 +120,4 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         args = [*(msg for _, msg, _ in items), *(capacity for _, _, capacity in items)]
         now = time.time()
         args += [now, self.expiry, int(now) - int(self.expiry)]
-        return await self.connection(index).eval(SEND_MANY_LUA, len(keys), *keys, *args)
+        return await _send_script(keys, args, client=self.connection(index))

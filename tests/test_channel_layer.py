@@ -14,6 +14,8 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from tests.redis_server import OwnRedis
+
 pytestmark = pytest.mark.skipif(
     not settings.REDIS_URL, reason="REDIS_URL not set: the in-memory layer is in use"
 )
@@ -58,6 +60,36 @@ async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool
         assert await client.zcard(layer._group_key(group)) == 0
     finally:
         await client.aclose()
+
+
+async def test_connections_idle_in_the_pool_through_a_redis_restart_are_not_handed_out(
+    settings, tmp_path
+):
+    """The server closes every connection when it stops. redis-py 8.1 under RESP3 hands the
+    ones that sat idle in the pool out again after the restart (redis/redis-py#4252), and
+    their next command fails ("Connection closed by server"): the first socket to reconnect
+    lost its receive (its connection ended, 1011) or its group membership."""
+    own_redis = OwnRedis(tmp_path)
+    own_redis.start()
+    config = settings.CHANNEL_LAYERS["default"]
+    host = {**config["CONFIG"]["hosts"][0], "address": own_redis.url}
+    layer = import_string(config["BACKEND"])(**{**config["CONFIG"], "hosts": [host]})
+    try:
+        before = [await layer.new_channel() for _ in range(5)]
+        # Five connections at once, then idle in the pool.
+        await asyncio.gather(*(layer.group_add("before", channel) for channel in before))
+        own_redis.stop()
+        await asyncio.sleep(0.5)  # away for a while: the event loop sees them closed
+        own_redis.start()
+
+        channel = await layer.new_channel()
+        received = asyncio.ensure_future(layer.receive(channel))
+        await layer.group_add("after", channel)
+        await layer.group_send_many(["after"], {"type": "news"})
+        assert (await asyncio.wait_for(received, timeout=5))["type"] == "news"
+    finally:
+        await layer.close_pools()
+        own_redis.stop()
 
 
 # One message to several groups (monitor.layers.group_send_many): what one group_send per

@@ -180,14 +180,17 @@ class RedisStore(PresenceStore):
     """Presence in Redis under ``<prefix>:presence:*``, one Lua script per step."""
 
     def __init__(self, url: str, prefix: str, *, max_connections: int = 50) -> None:
-        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        from monitor.layers import blocking_pool
+
         # Blocking pool: a thousand sockets opening or closing at once queue for a connection
-        # instead of failing (TRAPS: redis-py's default pool raises when it runs out). No
-        # retries and short timeouts: presence fails soft and fast when Redis is away.
-        pool = BlockingConnectionPool.from_url(
+        # instead of failing (TRAPS: redis-py's default pool raises when it runs out); it
+        # replaces the connections a Redis restart closed (monitor.layers). No retries and
+        # short timeouts: presence fails soft and fast when Redis is away.
+        pool = blocking_pool(
             url,
             max_connections=max_connections,
             timeout=5,

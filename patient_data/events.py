@@ -45,9 +45,13 @@ async def _asend(groups: Iterable[str], message: dict[str, Any]) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
-    sends = [layer.group_send(group, message) for group in groups]
+    send_many = getattr(layer, "group_send_many", None)  # monitor.layers: fewer round trips
+    if send_many is not None:
+        sends = send_many(list(groups), message)
+    else:
+        sends = asyncio.gather(*(layer.group_send(group, message) for group in groups))
     try:
-        await asyncio.wait_for(asyncio.gather(*sends), timeout=conf.PATIENT_EVENT_PUBLISH_TIMEOUT)
+        await asyncio.wait_for(sends, timeout=conf.PATIENT_EVENT_PUBLISH_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any layer failure only degrades the live view
         logger.warning("Live monitor unavailable, event not published (%s).", type(exc).__name__)
         return False

@@ -5,6 +5,7 @@ lifted; django/channels_redis#422)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -12,6 +13,8 @@ from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.utils.module_loading import import_string
+
+from tests.redis_server import OwnRedis
 
 pytestmark = pytest.mark.skipif(
     not settings.REDIS_URL, reason="REDIS_URL not set: the in-memory layer is in use"
@@ -57,6 +60,130 @@ async def test_a_thousand_sockets_joining_and_leaving_at_once_fit_the_layer_pool
         assert await client.zcard(layer._group_key(group)) == 0
     finally:
         await client.aclose()
+
+
+async def test_connections_idle_in_the_pool_through_a_redis_restart_are_not_handed_out(
+    settings, tmp_path
+):
+    """The server closes every connection when it stops. redis-py 8.1 under RESP3 hands the
+    ones that sat idle in the pool out again after the restart (redis/redis-py#4252), and
+    their next command fails ("Connection closed by server"): the first socket to reconnect
+    lost its receive (its connection ended, 1011) or its group membership."""
+    own_redis = OwnRedis(tmp_path)
+    own_redis.start()
+    config = settings.CHANNEL_LAYERS["default"]
+    host = {**config["CONFIG"]["hosts"][0], "address": own_redis.url}
+    layer = import_string(config["BACKEND"])(**{**config["CONFIG"], "hosts": [host]})
+    try:
+        before = [await layer.new_channel() for _ in range(5)]
+        # Five connections at once, then idle in the pool.
+        await asyncio.gather(*(layer.group_add("before", channel) for channel in before))
+        own_redis.stop()
+        await asyncio.sleep(0.5)  # away for a while: the event loop sees them closed
+        own_redis.start()
+
+        channel = await layer.new_channel()
+        received = asyncio.ensure_future(layer.receive(channel))
+        await layer.group_add("after", channel)
+        await layer.group_send_many(["after"], {"type": "news"})
+        assert (await asyncio.wait_for(received, timeout=5))["type"] == "news"
+    finally:
+        await layer.close_pools()
+        own_redis.stop()
+
+
+# One message to several groups (monitor.layers.group_send_many): what one group_send per
+# group delivers, in two round trips.
+
+
+def _groups() -> tuple[str, str]:
+    return f"staff-{uuid.uuid4().hex}", f"patient-session.{uuid.uuid4().hex}"
+
+
+async def _received(layer, channel: str) -> dict:
+    return await asyncio.wait_for(layer.receive(channel), timeout=5)
+
+
+async def test_one_send_reaches_the_members_of_every_group_as_group_send_would(layer):
+    staff_group, session_group = _groups()
+    staff, tab, other_tab = [await layer.new_channel() for _ in range(3)]
+    await layer.group_add(staff_group, staff)
+    for channel in (tab, other_tab):
+        await layer.group_add(session_group, channel)
+    message = {"type": "patient_session.event", "event": {"session_ref": "r", "items": 3}}
+    await layer.group_send_many([staff_group, session_group], message)
+    for channel in (staff, tab, other_tab):
+        assert await _received(layer, channel) == message
+    # The same as channels-redis' own group_send delivers.
+    await layer.group_send(session_group, message)
+    assert await _received(layer, tab) == message
+
+
+async def test_a_channel_in_both_groups_gets_the_message_twice_as_with_two_group_sends(layer):
+    first, second = _groups()
+    channel = await layer.new_channel()
+    for group in (first, second):
+        await layer.group_add(group, channel)
+    await layer.group_send_many([first, second], {"type": "one"})
+    assert [(await _received(layer, channel))["type"] for _ in range(2)] == ["one", "one"]
+
+
+async def test_a_full_channel_drops_the_message_and_the_others_still_get_it(layer):
+    """Capacity counts per Redis key: the local channels of one layer (a process) share it,
+    so the free channel belongs to another layer."""
+    other = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    first, second = _groups()
+    full, free = await layer.new_channel(), await other.new_channel()
+    await layer.group_add(first, full)
+    await layer.group_add(second, free)
+    for _ in range(layer.get_capacity(full)):
+        await layer.send(full, {"type": "filler"})
+    await layer.group_send_many([first, second], {"type": "news"})
+    assert (await _received(other, free))["type"] == "news"
+    await other.close_pools()
+    kinds = [(await _received(layer, full))["type"] for _ in range(layer.get_capacity(full))]
+    assert set(kinds) == {"filler"}
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(full), timeout=0.3)
+
+
+async def test_expired_memberships_are_dropped_before_the_send(layer):
+    first, second = _groups()
+    stale, live = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add(first, stale)
+    await layer.group_add(second, live)
+    client = layer.connection(0)
+    await client.zadd(layer._group_key(first), {stale: time.time() - layer.group_expiry - 5})
+    await layer.group_send_many([first, second], {"type": "news"})
+    assert (await _received(layer, live))["type"] == "news"
+    assert await client.zcard(layer._group_key(first)) == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(stale), timeout=0.3)
+
+
+async def test_the_send_to_two_groups_is_two_round_trips(layer, monkeypatch):
+    from redis.asyncio.client import Pipeline, Redis
+
+    first, second = _groups()
+    for group in (first, second):
+        await layer.group_add(group, await layer.new_channel())
+    calls: list[str] = []
+    execute_command, execute = Redis.execute_command, Pipeline.execute
+
+    async def command(self, *args, **kwargs):
+        calls.append(str(args[0]))
+        return await execute_command(self, *args, **kwargs)
+
+    async def pipeline(self, *args, **kwargs):
+        calls.append("PIPELINE")
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    monkeypatch.setattr(Pipeline, "execute", pipeline)
+    await layer.group_send_many([first, second], {"type": "news"})  # loads the scripts
+    calls.clear()
+    await layer.group_send_many([first, second], {"type": "news"})
+    assert calls == ["EVALSHA", "EVALSHA"]
 
 
 async def test_redis_down_drops_the_event_with_a_warning(caplog, settings):

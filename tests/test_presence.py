@@ -311,6 +311,24 @@ async def test_redis_stopped_and_started_again_clears_only_what_really_closed(
         server.stop()
 
 
+async def test_the_redis_store_replaces_the_connections_a_restart_closed(tmp_path):
+    """Connections idle in the pool while Redis restarts are closed by the server; the pool
+    must not hand them out again (redis/redis-py#4252: "Connection closed by server")."""
+    server = OwnRedis(tmp_path)
+    server.start()
+    store = RedisStore(server.url, "t")
+    try:
+        # Five connections at once, then idle in the pool.
+        await asyncio.gather(*(store.join(REF, f"tab-{n}", A, T0, TTL) for n in range(5)))
+        server.stop()
+        await asyncio.sleep(0.5)  # away for a while: the event loop sees them closed
+        server.start()
+        assert await store.join(OTHER, "after-the-restart", A, T0, TTL) == (False, 1)
+    finally:
+        await store.client.aclose()
+        server.stop()
+
+
 async def test_a_closed_tab_clears_the_session_through_the_cleanup_service(clock):
     session = SessionStore()
     await session.aset("_auth_user_id", "7")

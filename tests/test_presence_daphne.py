@@ -196,6 +196,7 @@ async def test_redis_stopped_while_serving_degrades_only_the_live_view(tmp_path,
         await asyncio.sleep(2 * 2 + 2)  # past two heartbeats and the grace, with Redis away
 
         own_redis.start()
+        restarted = len(server.logged())
         tab, state = await _reconnect(server, open_all_along)
         assert state["has_patient_data"] is True
         assert await eventually(lambda: _open_tabs(tab, 1))
@@ -208,6 +209,10 @@ async def test_redis_stopped_while_serving_degrades_only_the_live_view(tmp_path,
         assert await _closed_tab_cleanups(open_all_along) == []
         assert "Presence store unavailable" in server.logged()
         assert " 500 " not in server.logged()
+        # No connection closed by the restart is used again (monitor.layers.blocking_pool).
+        after_restart = server.logged()[restarted:]
+        assert "Socket ended by a failure (ConnectionError)" not in after_restart
+        assert "not published (ConnectionError)" not in after_restart
         await tab.close()
     finally:
         server.stop()

@@ -6,13 +6,8 @@ its connections are all in use: a thousand sockets closing at once (each leaving
 and announcing its open tabs) then lose group discards and events (TRAPS.md). A blocking pool
 makes the burst queue for a connection (``max_connections``, waiting up to ``timeout`` s).
 
-The pool must hand out live connections: redis-py checks an idle connection as it leaves the
-pool (reconnecting one the server closed), but 8.1 skips that check whenever maintenance
-notifications are on, and with RESP3 (its default) they are on ("auto") for every pool
-(redis/redis-py#4252). After a Redis restart each connection that sat idle through it then
-fails its next command with "Connection closed by server" (channels-redis does not retry):
-a socket whose channel-layer receive draws one is ended (1011). :func:`blocking_pool` turns
-the notifications (a Redis Enterprise/Cloud feature) off, so the check runs again.
+The pool must hand out live connections, also after a Redis restart
+(``patient_data.redis_pools``).
 
 Every live event goes to two groups (the staff monitor's and the session's). channels-redis'
 ``group_send`` costs four round trips per group (expire and read the members, expire the
@@ -26,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
-from redis.asyncio import BlockingConnectionPool, ConnectionPool
+from redis.asyncio import BlockingConnectionPool
 from redis.commands.core import AsyncScript
+
+from patient_data import redis_pools
 
 logger = logging.getLogger("monitor.layers")
 
@@ -80,12 +76,8 @@ _send_script = AsyncScript(None, SEND_LUA)
 
 def blocking_pool(url: str, **options: Any) -> BlockingConnectionPool:
     """redis-py's blocking pool for ``url``, which replaces a connection the server closed
-    while it sat idle instead of handing it out (module docstring)."""
-    if "maint_notifications_config" in inspect.signature(ConnectionPool.__init__).parameters:
-        from redis.maint_notifications import MaintNotificationsConfig
-
-        options.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
-    return BlockingConnectionPool.from_url(url, **options)
+    while it sat idle instead of handing it out (``patient_data.redis_pools``)."""
+    return BlockingConnectionPool.from_url(url, **redis_pools.checked(options))
 
 
 class BlockingPoolRedisChannelLayer(RedisChannelLayer):

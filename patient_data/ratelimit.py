@@ -27,6 +27,7 @@ from django.http import HttpRequest
 from redis import asyncio as aredis
 from redis.commands.core import AsyncScript
 
+from patient_data import redis_pools
 from patient_data.conf import conf
 from patient_data.refs import address_ref, session_ref
 
@@ -93,7 +94,7 @@ def redis_client(backend: RedisCache) -> aredis.Redis:
     clients = _clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(key)
     if client is None:
-        client = clients[key] = aredis.Redis.from_url(url, **options)
+        client = clients[key] = aredis.Redis.from_url(url, **redis_pools.checked(options))
     return client
 
 

@@ -13,6 +13,7 @@ from django.test import RequestFactory, override_settings
 from redis import asyncio as aredis
 
 from patient_data import ratelimit
+from tests.redis_server import OwnRedis
 
 WINDOW = 600
 
@@ -127,3 +128,30 @@ def test_each_event_loop_has_its_own_redis_client():
             return first
 
         assert asyncio.run(client()) is not asyncio.run(client())
+
+
+async def test_the_counters_go_on_after_a_redis_restart(tmp_path, caplog):
+    """Connections idle in the client's pool through a restart are replaced, not handed out
+    dead (patient_data.redis_pools): the first request after the restart is counted, not
+    let through with the fail-open warning."""
+    own_redis = OwnRedis(tmp_path)
+    own_redis.start()
+    caches_setting = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": own_redis.url,
+            "OPTIONS": {"socket_timeout": 5},
+        }
+    }
+    try:
+        with override_settings(CACHES=caches_setting, **LIMITS):
+            request = _request()
+            await asyncio.gather(*(ratelimit.aexceeded(request, "clear") for _ in range(2)))
+            own_redis.stop()
+            await asyncio.sleep(0.5)  # away for a while: the event loop sees them closed
+            own_redis.start()
+            caplog.clear()
+            assert await _charges(request, 3) == [False, False, True]
+            assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    finally:
+        own_redis.stop()

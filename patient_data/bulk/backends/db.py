@@ -14,7 +14,6 @@ to a VALUES list per chunk. Other databases are refused (system check E011).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -22,6 +21,7 @@ from django.core.cache import caches
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from patient_data import fastjson
 from patient_data.bulk.backends.base import Backend, Stored, UnsupportedBackend
 
 CHUNK = 500
@@ -111,7 +111,9 @@ class DatabaseBackend(Backend):
 
     def apply(self, updates: list[tuple[Stored, dict]], deletes: list[Stored]) -> set[str]:
         writes = [(stored.key, stored.raw, self.encode(data)) for stored, data in updates]
-        with transaction.atomic(using=self.using):
+        # Inside the sweep's transaction: no savepoint of its own (a round trip each time;
+        # an error rolls the whole page back and the sweep retries it session by session).
+        with transaction.atomic(using=self.using, savepoint=False):
             written = self._update(writes)
             removed = self._delete(deletes)
             self.written(sorted(written | removed))
@@ -183,7 +185,7 @@ class DatabaseBackend(Backend):
         done: set[str] = set()
         with connections[self.using].cursor() as cursor:
             for start in range(0, len(rows), CHUNK):
-                cursor.execute(sql, [json.dumps(rows[start : start + CHUNK]), *extra])
+                cursor.execute(sql, [fastjson.dumps_param(rows[start : start + CHUNK]), *extra])
                 done.update(found for (found,) in cursor.fetchall())
         return done
 

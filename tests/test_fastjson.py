@@ -187,9 +187,12 @@ def test_without_orjson_both_are_the_standard_librarys(monkeypatch):
 
 def test_the_sweep_sets_the_heap_aside_while_it_runs_and_gives_it_back():
     gc.unfreeze()
+    threshold = gc.get_threshold()
     with _frozen_heap():
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] >= 50_000
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == threshold
     # A process that froze its heap itself keeps it frozen.
     gc.freeze()
     before = gc.get_freeze_count()

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from patient_data import audit_chain
+from patient_data import audit_chain, fastjson
 from patient_data.batches import batched
 from patient_data.models import CleanupEvent
 
@@ -166,13 +166,14 @@ def record_many(cleanups: Iterable[Cleanup], batch_size: int = 500) -> int:
             batch_size = max(1, min(batch_size, limit // len(names)))
 
     written = 0
-    with transaction.atomic(using=using), connection.cursor() as cursor:
+    # No savepoint (a round trip) inside the caller's transaction: see guard.bump_many.
+    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
         head = first = audit_chain.lock_and_read_head(using)
         prev_hash = ""
         for batch in batched(cleanups, batch_size):
             rows = [values(cleanup) for cleanup in batch]
             if postgresql:
-                cursor.execute(sql, [created, json.dumps(rows)])
+                cursor.execute(sql, [created, fastjson.dumps_param(rows)])
             else:
                 params = []
                 for row in rows:

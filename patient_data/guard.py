@@ -170,7 +170,9 @@ def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:
         "updated_at = excluded.updated_at, items = 0, session_key = NULL, session_ref = NULL, "
         "user_id = NULL, keys = NULL, since = NULL RETURNING ref, generation"
     )
-    with transaction.atomic(using=using), connection.cursor() as cursor:
+    # No savepoint (a round trip per call) when called inside a transaction: an error ends
+    # the caller's transaction anyway (the bulk sweep retries its page session by session).
+    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
         for start in range(0, len(ordered), chunk):
             part = ordered[start : start + chunk]
             if connection.vendor == "postgresql":

@@ -10,10 +10,12 @@ session, so one bad session never aborts the run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,6 +76,36 @@ class Report:
         return 1 if self.errors else 0
 
 
+#: The youngest generation's collection threshold while a sweep runs (Python's default: 700).
+SWEEP_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """The objects alive before the sweep (Django, the app, the settings) set aside from the
+    cyclic garbage collector while it runs (``gc.freeze``; forked workers inherit it), and
+    its youngest generation collected every ``SWEEP_GC_THRESHOLD`` allocations, not 700.
+
+    The sweep allocates many containers per page, most of them freed by their reference
+    counts, so the collector ran often: its full passes walked every object of the process
+    (a sixth of a sweep's CPU) and its young passes cost another 5 %. The pages' own objects
+    are collected as before (constant memory; at most ``SWEEP_GC_THRESHOLD`` containers wait
+    for the next young pass). At the end the threshold is restored and the frozen objects
+    return to the collector's oldest generation, unless some were frozen before (a server
+    that froze its heap before forking): then all stay frozen, as that process wants its own.
+    """
+    frozen_before = gc.get_freeze_count()
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], SWEEP_GC_THRESHOLD), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        if not frozen_before:
+            gc.unfreeze()
+
+
 @dataclass
 class _Plan:
     stored: Stored
@@ -131,8 +163,10 @@ class Sweep:
         if self.advance_epoch:
             self._advance_epoch()
         started = timezone.now()
-        if self.backend.enumerable and (self.index == READ or not workers.sweep(self)):
-            self.sweep_pages(self._pages())
+        if self.backend.enumerable:
+            with _frozen_heap():
+                if self.index == READ or not workers.sweep(self):
+                    self.sweep_pages(self._pages())
         if self.index == REPAIR and not self.dry_run:
             indexed.finish_repair(started)
         if self.report.sessions and not self.dry_run:

@@ -9,7 +9,6 @@ reported back as a conflict, re-read and re-processed, never overwritten blindly
 from __future__ import annotations
 
 import binascii
-import json
 import re
 import zlib
 from abc import ABC, abstractmethod
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 
+from patient_data import fastjson
 from patient_data.bulk.backends.payloads import SignedPayloads
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Backend(ABC):
         if "\\" not in text and not self._needles(registry).search(text):
             return None, []
         try:
-            data = json.loads(text)
+            data = fastjson.loads(text)
         except Exception:  # noqa: BLE001 - no JSON (or too deep): Django loads an empty session
             data = None
         if not isinstance(data, dict):

@@ -14,14 +14,15 @@ to a VALUES list per chunk. Other databases are refused (system check E011).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from patient_data import fastjson
 from patient_data.bulk.backends.base import Backend, Stored, UnsupportedBackend
 
 CHUNK = 500
@@ -111,7 +112,9 @@ class DatabaseBackend(Backend):
 
     def apply(self, updates: list[tuple[Stored, dict]], deletes: list[Stored]) -> set[str]:
         writes = [(stored.key, stored.raw, self.encode(data)) for stored, data in updates]
-        with transaction.atomic(using=self.using):
+        # Inside the sweep's transaction: no savepoint of its own (a round trip each time;
+        # an error rolls the whole page back and the sweep retries it session by session).
+        with transaction.atomic(using=self.using, savepoint=False):
             written = self._update(writes)
             removed = self._delete(deletes)
             self.written(sorted(written | removed))
@@ -178,13 +181,24 @@ class DatabaseBackend(Backend):
     def _returning_json(self, template: str, rows: list[dict], extra: list) -> set[str]:
         """PostgreSQL: one statement per chunk whose rows travel as one JSON parameter (then
         ``extra``). The statement text stays short and constant, so the driver does not scan
-        thousands of placeholders and the server plans it in a fraction of a millisecond."""
+        thousands of placeholders and the server plans it in a fraction of a millisecond.
+
+        The parameters are bound by the server (a psycopg ``Cursor`` on Django's connection,
+        in its transaction, its errors wrapped as Django's): Django's default cursor binds on
+        the client, i.e. scans and quotes the megabytes of each chunk's JSON into the
+        statement text (5 ms of client CPU per 500 rows). No statement is prepared (the
+        connection's ``prepare_threshold``, None by Django's default, stays in force).
+        """
         sql = template.format(**self.names)
         done: set[str] = set()
-        with connections[self.using].cursor() as cursor:
-            for start in range(0, len(rows), CHUNK):
-                cursor.execute(sql, [json.dumps(rows[start : start + CHUNK]), *extra])
-                done.update(found for (found,) in cursor.fetchall())
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            bound = _server_bound(connection)
+            with nullcontext() if bound is None else bound, connection.wrap_database_errors:
+                target = cursor if bound is None else bound
+                for start in range(0, len(rows), CHUNK):
+                    target.execute(sql, [fastjson.dumps_param(rows[start : start + CHUNK]), *extra])
+                    done.update(found for (found,) in target.fetchall())
         return done
 
     def _delete(self, deletes: list[Stored]) -> set[str]:
@@ -226,3 +240,16 @@ class CachedDatabaseBackend(DatabaseBackend):
         cache = caches[settings.SESSION_CACHE_ALIAS]
         cache_keys = [self.store_class.cache_key_prefix + key for key in keys]
         transaction.on_commit(lambda: cache.delete_many(cache_keys), using=self.using)
+
+
+def _server_bound(connection):
+    """A cursor binding its parameters on the server, on the psycopg 3 connection under
+    ``connection`` (None: another driver; Django's own cursor is used)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg 3 is a requirement
+        return None
+    raw = connection.connection
+    if not isinstance(raw, psycopg.Connection):
+        return None
+    return psycopg.Cursor(raw)

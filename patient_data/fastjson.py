@@ -1,0 +1,58 @@
+"""The standard library's ``json`` results, computed by orjson where it agrees.
+
+The bulk sweep parses the JSON of every session that may hold patient data and sends its
+writes as JSON parameters; orjson (optional, ``requirements.txt``) does both several times
+faster. It is used only where its result is the standard library's:
+
+- :func:`loads` equals ``json.loads`` (what Django's ``JSONSerializer`` reads). orjson refuses
+  what ``json`` accepts beyond strict JSON (``NaN``, ``Infinity``, numbers out of the float
+  range, lone surrogates, nesting deeper than 1024): on any error the text goes to
+  ``json.loads``. It reads integers past 64 bits as floats without an error, so a text with
+  a run of 19 or more ASCII digits (anywhere, strings included) goes to ``json.loads`` too.
+- :func:`dumps_param` is JSON text the database reads to the same values as
+  ``json.dumps``'s (UTF-8 characters where ``json.dumps`` writes ``\\u`` escapes); whatever
+  orjson refuses (integers past 64 bits, lone surrogates, other types) goes to
+  ``json.dumps``. For statement parameters only: it is not Django's session encoding (orjson
+  writes ``NaN`` as ``null``; the sweep's values are strings, booleans, integers and None).
+
+Without orjson both are the standard library's calls.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - exercised by the tests with the module hidden
+    orjson = None
+
+#: Digits as zeros: a text holds an integer orjson might read past 64 bits (u64 has at most
+#: 20 digits) only if its translation holds ``LONG_RUN`` (a C loop, faster than a regex).
+DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+LONG_RUN = b"0" * 19
+
+
+def loads(text: str) -> Any:
+    """``json.loads(text)``: the same value, or the same exception."""
+    if orjson is None:
+        return json.loads(text)
+    # Lone surrogates pass as bytes that are no UTF-8: orjson refuses them.
+    data = text.encode("utf-8", "surrogatepass")
+    if LONG_RUN in data.translate(DIGITS_AS_ZERO):
+        return json.loads(text)
+    try:
+        return orjson.loads(data)
+    except Exception:  # noqa: BLE001 - what orjson refuses, json decides
+        return json.loads(text)
+
+
+def dumps_param(value: Any) -> str:
+    """JSON text of ``value`` for a ``%s::json`` parameter (see the module's docstring)."""
+    if orjson is None:
+        return json.dumps(value)
+    try:
+        return orjson.dumps(value).decode()
+    except Exception:  # noqa: BLE001 - what orjson refuses, json writes
+        return json.dumps(value)

@@ -119,7 +119,6 @@ _END_BUMP = (
     "the default serves ends only (end_session, the logout receiver): the flush that follows "
     "revokes the ref, which advances the generation too (revocation.revoke)"
 )
-_CLEAR_NOT_END = "held_login is read for an end only; avoid_client_session always clears"
 _SAME_ROW = "update_fields=None also writes the locked row's other fields, with the same values"
 _ONE_DATABASE = "router/atomic given None use the default database, the only one"
 _SQL_CASE = "SQL keywords and unquoted column names are case-insensitive (SQLite, PostgreSQL)"
@@ -158,8 +157,6 @@ EQUIVALENT = {
     "patient_data.cleanup.x__aclear__mutmut_1": _END_BUMP,
     "patient_data.cleanup.x_on_user_logged_out__mutmut_5": "default None for False: both falsy",
     "patient_data.cleanup.x_on_user_logged_out__mutmut_12": "default None for False: both falsy",
-    "patient_data.cleanup.x_avoid_client_session__mutmut_22": _CLEAR_NOT_END,
-    "patient_data.cleanup.x_avoid_client_session__mutmut_25": _CLEAR_NOT_END,
     "patient_data.guard.x_guarded_save__mutmut_1": "client_side default: every caller passes it",
     "patient_data.guard.x_guarded_save__mutmut_25": _SAME_ROW,
     "patient_data.guard.x_bump_many__mutmut_1": "chunk 501 for 500: batching only, same rows",

@@ -137,6 +137,26 @@ def test_voiding_a_client_side_session_with_nothing_in_it_writes_no_audit_row():
     assert not CleanupEvent.objects.exists()
 
 
+def test_clearing_a_client_side_session_is_audited_as_a_clear_with_its_count():
+    cleared = async_to_sync(cleanup.avoid_client_session)(
+        "a" * 32, "b" * 32, ("patient_summary",), 2, reason="staff_cleanup", source="staff"
+    )
+    assert cleared == 2
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
+    assert rows == [("clear_patient_data", "staff_cleanup", 2)]
+    assert PatientSessionState.objects.get(ref="a" * 32).generation == 1
+
+
+def test_ending_a_client_side_session_is_audited_even_without_patient_data():
+    # Its login ends (the ref is revoked): worth a row, as any ended login is.
+    cleared = async_to_sync(cleanup.avoid_client_session)(
+        "a" * 32, "b" * 32, (), 0, reason="staff_end_session", source="staff", end=True
+    )
+    assert cleared == 0
+    rows = list(CleanupEvent.objects.values_list("action", "reason", "items_cleared"))
+    assert rows == [("end_session", "staff_end_session", 0)]
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_ending_a_session_names_the_actor(kind, clinician):
     staff = get_user_model().objects.create(username="staff-end")

@@ -188,7 +188,7 @@ class RedisStore(PresenceStore):
 
         # Blocking pool: a thousand sockets opening or closing at once queue for a connection
         # instead of failing (TRAPS: redis-py's default pool raises when it runs out); it
-        # replaces the connections a Redis restart closed (monitor.layers). No retries and
+        # replaces the connections a Redis restart closed (patient_data.redis_pools). No retries and
         # short timeouts: presence fails soft and fast when Redis is away.
         pool = blocking_pool(
             url,

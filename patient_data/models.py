@@ -39,7 +39,8 @@ class CleanupEvent(models.Model):
         END_SESSION = "end_session", "Session ended"
 
     # Reviews select by time (and per session); reason and source are few values that are
-    # totalled, not searched, so they carry no index of their own: cheaper bulk inserts.
+    # totalled, not searched, so they carry no index of their own: cheaper bulk inserts (and
+    # on PostgreSQL no ``_like`` copy of the session_ref index: migration 0008).
     # Set by the writer (patient_data.audit), which hashes it into the chain before the insert.
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     action = models.CharField(max_length=32, choices=Action.choices)
@@ -112,7 +113,9 @@ class PatientSessionState(models.Model):
     The same row is the index of sessions holding patient data (``patient_data.index``): it is
     locked by every save of a blob with patient data and by every cleanup anyway, so keeping
     the index here costs no extra row, lock or round trip. The index columns are written only
-    when they change (patient data stored or cleared), never by a plain activity save.
+    when they change (patient data stored or cleared), never by a plain activity save. On
+    PostgreSQL ``ref`` and ``session_ref`` have no ``_like`` index (migration 0008): every
+    cleanup's update of the row would write to it, no query reads it.
     """
 
     ref = models.CharField(max_length=64, primary_key=True)

@@ -1,23 +1,17 @@
-"""The standard library's ``json`` results, computed by orjson where it agrees.
+"""The standard library's ``json.loads``, computed by orjson where it agrees.
 
-The bulk sweep parses the JSON of every session that may hold patient data and sends its
-writes as JSON parameters; orjson (optional, ``requirements.txt``) does both several times
-faster. It is used only where its result is the standard library's:
+The bulk sweep parses the JSON of every session that may hold patient data; orjson
+(optional, ``requirements.txt``) does it several times faster. It is used only where its
+result is the standard library's: :func:`loads` equals ``json.loads`` (what Django's
+``JSONSerializer`` reads). orjson refuses what ``json`` accepts beyond strict JSON (``NaN``,
+``Infinity``, numbers out of the float range, lone surrogates, nesting deeper than 1024): on
+any error the text goes to ``json.loads``. Before Python 3.12 ``json.loads`` itself fails
+somewhat under 1,000 levels (its limit counts the caller's frames), so there a text with over
+500 brackets goes to it. orjson reads integers past 64 bits as floats without an error, so a
+text with a run of 19 or more ASCII digits (anywhere, strings included) goes to
+``json.loads`` too.
 
-- :func:`loads` equals ``json.loads`` (what Django's ``JSONSerializer`` reads). orjson refuses
-  what ``json`` accepts beyond strict JSON (``NaN``, ``Infinity``, numbers out of the float
-  range, lone surrogates, nesting deeper than 1024): on any error the text goes to
-  ``json.loads``. Before Python 3.12 ``json.loads`` itself fails somewhat under 1,000 levels
-  (its limit counts the caller's frames), so there a text with over 500 brackets goes to it.
-  orjson reads integers past 64 bits as floats without an error, so a text with a run of 19
-  or more ASCII digits (anywhere, strings included) goes to ``json.loads`` too.
-- :func:`dumps_param` is JSON text the database reads to the same values as
-  ``json.dumps``'s (UTF-8 characters where ``json.dumps`` writes ``\\u`` escapes); whatever
-  orjson refuses (integers past 64 bits, lone surrogates, other types) goes to
-  ``json.dumps``. For statement parameters only: it is not Django's session encoding (orjson
-  writes ``NaN`` as ``null``; the sweep's values are strings, booleans, integers and None).
-
-Without orjson both are the standard library's calls.
+Without orjson it is the standard library's call.
 """
 
 from __future__ import annotations
@@ -54,13 +48,3 @@ def loads(text: str) -> Any:
         return orjson.loads(data)
     except Exception:  # noqa: BLE001 - what orjson refuses, json decides
         return json.loads(text)
-
-
-def dumps_param(value: Any) -> str:
-    """JSON text of ``value`` for a ``%s::json`` parameter (see the module's docstring)."""
-    if orjson is None:
-        return json.dumps(value)
-    try:
-        return orjson.dumps(value).decode()
-    except Exception:  # noqa: BLE001 - what orjson refuses, json writes
-        return json.dumps(value)

@@ -1,10 +1,12 @@
 """How much a process spends taking its sockets' messages off the channel layer.
 
-``N`` messages (cleanup events as the project sends them) for ``--sockets`` local channels of
-one process, sent as a burst and as a trickle, then received by one waiting receive per
-channel as consumers do: channels-redis' own ``RedisChannelLayer`` against the project's
-``monitor.layers.BlockingPoolRedisChannelLayer``, alternating, on the same Redis. Reports the
-receiving process's CPU and wall time per message and the Redis commands per message.
+``--messages`` cleanup events for ``--sockets`` local channels of one process, received by
+one receive per channel as consumers do it: as a *burst* (all of them waiting before the
+receives start: a bulk run's pages, a reconnect) and as a *trickle* (sent one by one to
+waiting receives, 2 ms apart: the live side at a few hundred events a second). Compares
+channels-redis' own ``RedisChannelLayer`` with the project's ``monitor.layers`` layer,
+alternating, on the same Redis: the process's CPU and wall time per message (a trickle's
+sends measured alone and taken off) and the Redis commands of the receiving side.
 
     .venv/bin/python bench/channel_layer_receive.py --redis redis://127.0.0.1:6379/2
 """
@@ -60,10 +62,13 @@ async def one_run(make, sockets: int, messages: int, trickle: bool) -> dict:
             if received == messages:
                 done.set()
 
-    tasks = [asyncio.create_task(consumer(channel)) for channel in channels]
-    await asyncio.sleep(0.5)
+    message = {"type": "patient_session.event", "event": event}
+    if not trickle:  # a burst: all of it waits before the sockets' receives start
+        for number in range(messages):
+            await sender.send(channels[number % sockets], message)
     calls = 0
     execute = Redis.execute_command
+    sender_client = sender.connection(0)
 
     async def counted(self, *args, **kwargs):
         nonlocal calls
@@ -71,14 +76,15 @@ async def one_run(make, sockets: int, messages: int, trickle: bool) -> dict:
             calls += 1
         return await execute(self, *args, **kwargs)
 
-    sender_client = sender.connection(0)
     Redis.execute_command = counted
     try:
         cpu, wall = time.process_time(), time.perf_counter()
-        for number in range(messages):
-            channel = channels[number % sockets]
-            await sender.send(channel, {"type": "patient_session.event", "event": event})
-            if trickle:
+        tasks = [asyncio.create_task(consumer(channel)) for channel in channels]
+        if trickle:
+            await asyncio.sleep(0.5)  # every receive waiting
+            cpu, wall = time.process_time(), time.perf_counter()
+            for number in range(messages):
+                await sender.send(channels[number % sockets], message)
                 await asyncio.sleep(0.002)
         await asyncio.wait_for(done.wait(), timeout=120)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -94,15 +100,14 @@ async def one_run(make, sockets: int, messages: int, trickle: bool) -> dict:
     return {"cpu_s": cpu, "wall_s": wall, "receive_commands": calls}
 
 
-async def sender_only(make, messages: int, trickle: bool) -> float:
+async def sender_only(make, messages: int) -> float:
     sender = make()
     channel = await sender.new_channel()
     event = {"session_ref": uuid.uuid4().hex[:20], "reason": "manual_cleanup", "items": 3}
     cpu = time.process_time()
     for _ in range(messages):
         await sender.send(channel, {"type": "patient_session.event", "event": event})
-        if trickle:
-            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)
     cpu = time.process_time() - cpu
     await sender.flush()
     await sender.close_pools()
@@ -130,7 +135,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, make in makers.items():
                 run = asyncio.run(one_run(make, args.sockets, args.messages, trickle))
-                run["cpu_s"] -= asyncio.run(sender_only(make, args.messages, trickle))
+                if trickle:  # the sends were part of the measured time: take them off
+                    run["cpu_s"] -= asyncio.run(sender_only(make, args.messages))
                 rows[name].append(run)
         results[mode] = {
             name: {

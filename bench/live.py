@@ -40,6 +40,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -540,12 +541,14 @@ async def run_daphne(
             "rss_after_mb": after / 2**20,
             "kb_per_socket": (after - before) / (len(widgets) + len(staff)) / 1024,
         }
-        for via in ("http", "socket"):
+        for via in args.paths.split(","):
             await settle(widgets + staff)
             before = cpu_parts(server)
+            profiling = profile_start(args.profile, server)
             result[f"cleanup_{via}"] = await cleanup_latency(
                 server, widgets, staff, keys, refs, args, via
             )
+            profile_stop(args.profile if profiling else None, server, f"{log.stem}-{via}")
             result[f"cleanup_{via}"]["cpu_ms_per_cleanup"] = cpu_per_cleanup(
                 before, cpu_parts(server), args.cleanups
             )
@@ -566,6 +569,29 @@ async def run_daphne(
         return result
     finally:
         server.stop()
+
+
+def profile_start(directory: str | None, server: Server) -> bool:
+    """``--profile DIR``: yappi starts in each daphne process (``bench/live_asgi_profiled.py``)."""
+    if directory:
+        for process in server.processes:
+            os.kill(process.pid, signal.SIGUSR1)
+    return bool(directory)
+
+
+def profile_stop(directory: str | None, server: Server, name: str) -> None:
+    """Each process saves its profile of the phase: ``DIR/<name>-<pid>.pstat``."""
+    if not directory:
+        return
+    for process in server.processes:
+        os.kill(process.pid, signal.SIGUSR2)
+    for process in server.processes:
+        saved = Path(directory) / f"{process.pid}.pstat"
+        deadline = time.monotonic() + 60
+        while not saved.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # written whole
+        saved.rename(saved.with_name(f"{name}-{process.pid}.pstat"))
 
 
 def _cookie(key: str) -> dict[str, str]:
@@ -641,6 +667,17 @@ def main() -> None:
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--paths", default="http,socket", help="cleanup paths to measure")
+    parser.add_argument(
+        "--variants",
+        default="as_shipped,with_db_cleanup",
+        help="daphne applications to run (as_shipped, with_db_cleanup)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="yappi (pip install yappi) in each daphne process: DIR/<variant>-<path>-<pid>.pstat",
+    )
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_server:
@@ -650,8 +687,15 @@ def main() -> None:
         parser.error("--cleanups is at most half of --sockets (each cleanup is another session)")
 
     prefix = f"ncp_bench_live_{secrets.token_hex(4)}"
+    shipped = "ncp_asgi.asgi:application"
+    if args.profile:
+        args.profile = str(Path(args.profile).resolve())
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        shipped = "bench.live_asgi_profiled:application"
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         env = environment(args, Path(tmp), prefix)
+        if args.profile:
+            env["NCP_BENCH_PROFILE"] = args.profile
         recreate_database(args.postgres)
         prepare_project(env)
         keys = signed_in_sessions("bench-clinician", args.sockets, patient_data=True)
@@ -661,9 +705,11 @@ def main() -> None:
         results = {"floor": asyncio.run(run_floor(args.sockets))}
         try:
             for name, application in (
-                ("as_shipped", "ncp_asgi.asgi:application"),
+                ("as_shipped", shipped),
                 ("with_db_cleanup", "bench.live_asgi_with_db_cleanup:application"),
             ):
+                if name not in args.variants.split(","):
+                    continue
                 give_patient_data(keys[: 2 * args.cleanups])
                 log = LOG_DIR / f"daphne-{name}.log"
                 results[name] = asyncio.run(

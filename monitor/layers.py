@@ -1,5 +1,5 @@
-"""The channel layer on Redis: a connection pool that waits instead of failing, and one send
-of a message to several groups.
+"""The channel layer on Redis: a connection pool that waits instead of failing, one send of a
+message to several groups, and a process's messages taken in batches.
 
 channels-redis builds redis-py's plain pool, which raises ``MaxConnectionsError`` as soon as
 its connections are all in use: a thousand sockets closing at once (each leaving its groups
@@ -15,12 +15,25 @@ channels' old messages, the capacity-checked send); :meth:`group_send_many` does
 ``group_send`` per group does, in two round trips (two Lua scripts) per Redis server for all
 the groups: the same message format (channels-redis' own serializer and per-key
 ``__asgi_channel__`` lists), capacity, message and group expiry.
+
+Every message a process receives (its sockets' frames, whatever their group) comes off one
+queue, the process's channel. channels-redis takes them one at a time, in four round trips
+each (restore its backup, ``BZPOPMIN``, back the message up, drop the backup), and hands the
+taking from socket to socket: each of a thousand waiting receives holds a task on a shared
+lock and builds two new tasks for every message. Here one task per process (the *pump*)
+takes all that is waiting (up to ``receive_batch``) in one script, blocks in ``BZPOPMIN`` only
+when nothing is, and puts each message in its socket's buffer, where that socket's receive
+simply waits. Nothing is lost to a cancelled take, as with channels-redis: the script backs
+up what it hands out, and the next take restores that backup unless the reply was read. A
+failure of the take (Redis away) ends every waiting receive with it, as it would have ended
+them one after the other: the sockets close (1011) and the pages reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -69,9 +82,32 @@ end
 return over_capacity
 """
 
+#: KEYS[1]: a process's channel, KEYS[2]: its backup (what the last take handed out).
+#: ARGV[1]: 1 when the last take's reply may not have been read (its messages go back first,
+#: in their order), ARGV[2]: at most how many messages to take, ARGV[3]: the backup's expiry.
+#: Returns the messages and their scores, oldest first (``ZPOPMIN``).
+TAKE_LUA = b"""
+if ARGV[1] == '1' then
+    local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = #backed_up, 1, -2 do
+        redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+    end
+end
+redis.call('DEL', KEYS[2])
+local taken = redis.call('ZPOPMIN', KEYS[1], ARGV[2])
+for i = 1, #taken, 2 do
+    redis.call('ZADD', KEYS[2], taken[i + 1], taken[i])
+end
+if #taken > 0 then
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return taken
+"""
+
 #: Sent by SHA (EVALSHA), loaded again when the server does not know it (a restart).
 _members_script = AsyncScript(None, MEMBERS_LUA)
 _send_script = AsyncScript(None, SEND_LUA)
+_take_script = AsyncScript(None, TAKE_LUA)
 
 
 def blocking_pool(url: str, **options: Any) -> BlockingConnectionPool:
@@ -82,7 +118,124 @@ def blocking_pool(url: str, **options: Any) -> BlockingConnectionPool:
 
 class BlockingPoolRedisChannelLayer(RedisChannelLayer):
     """``RedisChannelLayer`` whose hosts (``{"address": url, ...}``) get a blocking pool, with
-    :meth:`group_send_many`."""
+    :meth:`group_send_many`, taking a process's messages in batches."""
+
+    #: At most this many messages of the process's channel per round trip.
+    receive_batch = 100
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._taken: dict[str, collections.deque[bytes]] = {}  # handed out, not yet received
+        self._read: set[str] = set()  # channels whose last take's reply was read
+        self._pumps: dict[str, asyncio.Task] = {}  # by process channel
+        self._waiting = 0  # receives of this process's channels under way
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """The next message of ``channel``; a process's channels (``!``) from their pump."""
+        if "!" not in channel:
+            return await super().receive(channel)
+        assert self.require_valid_channel_name(channel)
+        real_channel = self.non_local_name(channel)
+        assert real_channel.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        self._start_pump(real_channel)
+        queue = self.receive_buffer[channel]
+        self._waiting += 1
+        try:
+            message = await queue.get()
+        finally:
+            self._waiting -= 1
+            if queue.empty() and self.receive_buffer.get(channel) is queue:
+                del self.receive_buffer[channel]  # as channels-redis: no buffer left behind
+        if isinstance(message, _Failed):
+            raise message.error
+        return message
+
+    def _start_pump(self, real_channel: str) -> None:
+        pump, loop = self._pumps.get(real_channel), asyncio.get_running_loop()
+        if pump is None or pump.done() or pump.get_loop() is not loop:
+            pump = loop.create_task(self._run_pump(real_channel), name=f"pump {real_channel}")
+            self._pumps[real_channel] = pump
+
+    async def _run_pump(self, real_channel: str) -> None:
+        """Take a process channel's messages into its sockets' buffers while any receive."""
+        index = self.consistent_hash(real_channel)
+        try:
+            while True:
+                member = await self._brpop_with_clean(
+                    index, self.prefix + real_channel, self.brpop_timeout
+                )
+                if member is not None:
+                    self._deliver(self.deserialize(member))
+                elif not self._waiting:
+                    return  # idle for brpop_timeout s with nobody receiving
+        except BaseException as error:  # handed to every receive that waits
+            for queue in self.receive_buffer.values():
+                queue.put_nowait(_Failed(error))
+            if not isinstance(error, Exception):
+                raise  # cancelled (the layer closes): the waiting receives end with it
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        # A message for a process's channel always names its channel(s) (channels-redis' send).
+        channels = message.pop("__asgi_channel__", [])
+        for name in channels if isinstance(channels, list) else [channels]:
+            self.receive_buffer[name].put_nowait(message)
+
+    async def _stop_pumps(self) -> None:
+        pumps, self._pumps = list(self._pumps.values()), {}
+        loop = asyncio.get_running_loop()
+        for pump in pumps:
+            if not pump.done() and pump.get_loop() is loop:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: int) -> bytes | None:
+        """The next message of ``channel`` (a key): from the last batch, else a new batch in
+        one round trip, else the first to arrive within ``timeout`` s (None: none did).
+
+        Called for one channel at a time (channels-redis' receive lock and per-channel clean
+        lock). A channel shared by processes (no ``!``) keeps channels-redis' way.
+        """
+        if not channel.endswith("!"):
+            return await super()._brpop_with_clean(index, channel, timeout)
+        taken = self._taken.get(channel)
+        if taken:
+            member = taken.popleft()
+            if not taken:
+                del self._taken[channel]
+            return member
+        connection = self.connection(index)
+        restore = channel not in self._read
+        self._read.discard(channel)
+        keys = [channel, self._backup_channel_name(channel)]
+        args = [int(restore), self.receive_batch, int(self.expiry)]
+        reply = await _take_script(keys, args, client=connection)
+        self._read.add(channel)  # no await since the reply: all of it is in hand
+        if reply:
+            members = collections.deque(reply[0::2])
+            member = members.popleft()
+            if members:
+                self._taken[channel] = members
+            return member
+        # Nothing waiting: block. A message popped here is in hand once the reply is read;
+        # channels-redis backs it up only after that read, which protects nothing more.
+        result = await connection.bzpopmin(channel, timeout=timeout)
+        return None if result is None else result[1]
+
+    async def _clean_receive_backup(self, index: int, channel: str) -> None:
+        # A process's channel: the next take drops the backup (or restores it, if unread).
+        if not channel.endswith("!"):
+            await super()._clean_receive_backup(index, channel)
+
+    async def flush(self) -> None:
+        await self._stop_pumps()
+        self._taken.clear()
+        self._read.clear()
+        await super().flush()
+
+    async def close_pools(self) -> None:
+        await self._stop_pumps()
+        await super().close_pools()
 
     def create_pool(self, index: int) -> BlockingConnectionPool:
         host = dict(self.hosts[index])
@@ -132,3 +285,12 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         now = time.time()
         args += [now, self.expiry, int(now) - int(self.expiry)]
         return await _send_script(keys, args, client=self.connection(index))
+
+
+class _Failed:
+    """Put in the waiting buffers when the pump's take fails: their receives raise it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error

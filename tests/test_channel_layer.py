@@ -201,3 +201,86 @@ async def test_redis_down_drops_the_event_with_a_warning(caplog, settings):
         if layer is not None:
             await layer.close_pools()
     assert "Live monitor unavailable, event not published (ConnectionError)." in caplog.messages
+
+
+def _count_commands(monkeypatch) -> list[str]:
+    from redis.asyncio.client import Redis
+
+    calls: list[str] = []
+    execute_command = Redis.execute_command
+
+    async def command(self, *args, **kwargs):
+        calls.append(str(args[0]))
+        return await execute_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    return calls
+
+
+async def test_a_process_takes_what_waits_for_its_sockets_in_one_round_trip(layer, monkeypatch):
+    """channels-redis takes a process's messages one by one, four round trips each."""
+    tabs = [await layer.new_channel() for _ in range(3)]
+    for number in range(10):
+        for tab in tabs:
+            await layer.send(tab, {"type": "frame", "n": number})
+    calls = _count_commands(monkeypatch)
+    for tab in tabs:
+        assert [(await _received(layer, tab))["n"] for _ in range(10)] == list(range(10))
+    # One take for the 30, and perhaps, already, the next (empty) take and its wait.
+    assert calls[0] == "EVALSHA" and calls[1:] in ([], ["EVALSHA"], ["EVALSHA", "BZPOPMIN"])
+
+
+async def test_more_than_a_batch_arrives_whole_and_in_order(layer):
+    tab = await layer.new_channel()
+    count = 2 * layer.receive_batch + 7
+    for number in range(count):
+        await layer.send(tab, {"type": "frame", "n": number})
+    assert [(await _received(layer, tab))["n"] for _ in range(count)] == list(range(count))
+
+
+async def test_messages_of_a_take_whose_reply_was_never_read_come_again(layer, monkeypatch):
+    """A receive cancelled while the take's reply is on its way (a socket closing) loses
+    nothing: the next take puts the backed-up messages back first, in their order."""
+    from monitor import layers
+
+    tab = await layer.new_channel()
+    for number in range(3):
+        await layer.send(tab, {"type": "frame", "n": number})
+    take = layers._take_script
+
+    async def reply_lost(*args, **kwargs):
+        await take(*args, **kwargs)  # done by the server...
+        raise asyncio.CancelledError  # ...and the task cancelled before reading the reply
+
+    monkeypatch.setattr(layers, "_take_script", reply_lost)
+    with pytest.raises(asyncio.CancelledError):
+        await layer.receive(tab)
+    monkeypatch.setattr(layers, "_take_script", take)
+    await layer.send(tab, {"type": "frame", "n": 3})
+    assert [(await _received(layer, tab))["n"] for _ in range(4)] == [0, 1, 2, 3]
+
+
+async def test_a_read_take_leaves_nothing_to_come_again(layer):
+    tab = await layer.new_channel()
+    for number in range(2):
+        await layer.send(tab, {"type": "frame", "n": number})
+        assert (await _received(layer, tab))["n"] == number  # the next take drops the backup
+    with pytest.raises(asyncio.TimeoutError):  # so nothing comes twice
+        await asyncio.wait_for(layer.receive(tab), timeout=0.5)
+    key = layer.prefix + layer.non_local_name(tab)
+    client = layer.connection(layer.consistent_hash(layer.non_local_name(tab)))
+    assert await client.zcard(key) == 0
+    assert await client.exists(layer._backup_channel_name(key)) == 0
+
+
+async def test_a_backup_expires_if_no_take_follows(layer):
+    """A process that stops taking (its last socket closed) leaves no backup for ever."""
+    from monitor.layers import _take_script
+
+    key = f"{layer.prefix}test-{uuid.uuid4().hex}!"
+    client = layer.connection(0)
+    await client.zadd(key, {b"message": time.time()})
+    taken = await _take_script([key, f"{key}$inflight"], [0, 10, 60], client=client)
+    assert taken[0] == b"message"
+    assert 0 < await client.ttl(f"{key}$inflight") <= 60
+    await client.delete(f"{key}$inflight")

@@ -5,9 +5,10 @@ from typing import Any
 from django.contrib.sessions.backends.cached_db import SessionStore as DjangoSessionStore
 
 from patient_data.sessions.base import GuardedSessionMixin
+from patient_data.sessions.db import RowRead
 
 
-class SessionStore(GuardedSessionMixin, DjangoSessionStore):
+class SessionStore(RowRead, GuardedSessionMixin, DjangoSessionStore):
     """Django's ``cached_db`` session store with the no-resurrection guard."""
 
     verify_generation_on_load = True

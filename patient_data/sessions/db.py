@@ -1,13 +1,67 @@
 from __future__ import annotations
 
+from typing import Any
+
+from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
 from django.db import DatabaseError, connections, router
+from django.utils import timezone
 
 from patient_data.sessions.base import GuardedSessionMixin
 
 
-class SessionStore(GuardedSessionMixin, DjangoSessionStore):
+class RowRead:
+    """The session row read by one statement of its own instead of the ORM's ``get``.
+
+    Every request, socket command and cleanup reads the row (a cleanup twice); the ORM builds
+    and compiles a query each time, about three quarters of the read's CPU in the client
+    (``docs/benchmarks.md``, "The session row without the ORM"). Same rows as Django's
+    ``objects.get(session_key=..., expire_date__gt=now)``, the values prepared by the model's
+    fields and converted as the ORM converts them, the router's database; the instance
+    carries the key, the data and the expiry (``cached_db`` reads it), its other fields (a
+    custom session model's) load on access, as ``only()`` would have them.
+    """
+
+    def _get_session_from_db(self) -> Any:
+        model = self.model
+        using = router.db_for_read(model)
+        connection = connections[using]
+        meta = model._meta
+        key, expiry = meta.pk, meta.get_field("expire_date")
+        fields = [meta.get_field("session_data"), expiry]
+        columns = [field.get_col(meta.db_table) for field in fields]
+        quote = connection.ops.quote_name
+        selected = ", ".join(quote(field.column) for field in fields)
+        sql = (
+            f"SELECT {selected} FROM {quote(meta.db_table)} "  # noqa: S608 - model names, values bound
+            f"WHERE {quote(key.column)} = %s AND {quote(expiry.column)} > %s"
+        )
+        params = [
+            key.get_db_prep_value(self.session_key, connection),
+            expiry.get_db_prep_value(timezone.now(), connection),
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            self._session_key = None
+            return None
+        values = [self.session_key]
+        for value, column in zip(row, columns, strict=True):
+            # What the ORM's compiler applies: the backend's converters, then the field's.
+            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(
+                connection
+            ):
+                value = convert(value, column, connection)
+            values.append(value)
+        return model.from_db(using, [key.attname, *(field.attname for field in fields)], values)
+
+    async def _aget_session_from_db(self) -> Any:
+        return await sync_to_async(self._get_session_from_db)()  # as the ORM's aget: one hop
+
+
+class SessionStore(RowRead, GuardedSessionMixin, DjangoSessionStore):
     """Django's ``db`` session store with the no-resurrection guard."""
 
     loads_in_thread = True

@@ -25,8 +25,9 @@ takes all that is waiting (up to ``receive_batch``) in one script, blocks in ``B
 when nothing is, and puts each message in its socket's buffer, where that socket's receive
 simply waits. Nothing is lost to a cancelled take, as with channels-redis: the script backs
 up what it hands out, and the next take restores that backup unless the reply was read. A
-failure of the take (Redis away) ends every waiting receive with it, as it would have ended
-them one after the other: the sockets close (1011) and the pages reconnect.
+take that fails is tried once more (a connection dropped alone is no outage); a second
+failure (Redis away) ends every waiting receive with it, as channels-redis ended them one
+after the other: the sockets close (1011) and the pages reconnect.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ end
 return taken
 """
 
+#: The pump's pause before it tries a failed take once more.
+RETRY_PAUSE = 0.1
+
 #: Sent by SHA (EVALSHA), loaded again when the server does not know it (a restart).
 _members_script = AsyncScript(None, MEMBERS_LUA)
 _send_script = AsyncScript(None, SEND_LUA)
@@ -158,19 +162,27 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
 
     async def _run_pump(self, real_channel: str) -> None:
         """Take a process channel's messages into its sockets' buffers while any receive."""
-        index = self.consistent_hash(real_channel)
+        index, key = self.consistent_hash(real_channel), self.prefix + real_channel
+        retried = False
         try:
             while True:
-                member = await self._brpop_with_clean(
-                    index, self.prefix + real_channel, self.brpop_timeout
-                )
+                try:
+                    member = await self._brpop_with_clean(index, key, self.brpop_timeout)
+                except Exception:
+                    if retried:
+                        raise
+                    retried = True  # once, on a fresh connection: one dropped one is no outage
+                    await asyncio.sleep(RETRY_PAUSE)
+                    continue
+                retried = False
                 if member is not None:
                     self._deliver(self.deserialize(member))
                 elif not self._waiting:
                     return  # idle for brpop_timeout s with nobody receiving
         except BaseException as error:  # handed to every receive that waits
-            for queue in self.receive_buffer.values():
-                queue.put_nowait(_Failed(error))
+            for queue in list(self.receive_buffer.values()):
+                with contextlib.suppress(RuntimeError):  # a receive of a loop closed since
+                    queue.put_nowait(_Failed(error))
             if not isinstance(error, Exception):
                 raise  # cancelled (the layer closes): the waiting receives end with it
 

@@ -284,3 +284,44 @@ async def test_a_backup_expires_if_no_take_follows(layer):
     assert taken[0] == b"message"
     assert 0 < await client.ttl(f"{key}$inflight") <= 60
     await client.delete(f"{key}$inflight")
+
+
+def _failing_take(monkeypatch, times: int) -> None:
+    """The pump's next ``times`` takes fail as a dropped connection does."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from monitor import layers
+
+    take, left = layers._take_script, [times]
+
+    async def failing(*args, **kwargs):
+        if left[0]:
+            left[0] -= 1
+            raise RedisConnectionError("Connection closed by server.")
+        return await take(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "_take_script", failing)
+
+
+async def test_one_failed_take_is_tried_again_and_no_socket_notices(layer, monkeypatch):
+    tabs = [await layer.new_channel() for _ in range(3)]
+    _failing_take(monkeypatch, 1)
+    waiting = [asyncio.ensure_future(layer.receive(tab)) for tab in tabs]
+    for tab in tabs:
+        await layer.send(tab, {"type": "frame", "tab": tab})
+    received = await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
+    assert [message["tab"] for message in received] == tabs
+
+
+async def test_a_take_failing_twice_ends_every_waiting_receive_with_the_error(layer, monkeypatch):
+    """Redis away: every socket of the process closes (1011) and its page reconnects, as
+    channels-redis had them fail one after the other; the next receive takes again."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    tabs = [await layer.new_channel() for _ in range(3)]
+    _failing_take(monkeypatch, 2)
+    waiting = [asyncio.ensure_future(layer.receive(tab)) for tab in tabs]
+    outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes)
+    await layer.send(tabs[0], {"type": "frame", "n": 1})
+    assert (await _received(layer, tabs[0]))["n"] == 1

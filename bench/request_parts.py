@@ -10,6 +10,8 @@ remove, in this process, CPU and wall per repetition (median of rounds):
   under ASGI: the request's worker thread is new, and so is its connection);
 - ``queries``: the steady page's three queries (session row, user, patient) on an open
   connection;
+- ``session row``: that first query alone, as the ORM's ``get`` (Django's engine) and as the
+  guarded engine reads it (``patient_data.sessions.db.RowRead``);
 - ``session blob decode``: the signature check and JSON of the stored session (its load);
 - ``user's session hash``: the HMAC Django compares with the session's (auth's verification);
 - ``conf reads``: the ten ``patient_data.conf`` settings reads a request makes at most;
@@ -139,6 +141,12 @@ def measure(options: argparse.Namespace) -> None:
         "user's session hash": user.get_session_auth_hash,
         "conf reads (10)": conf_reads,
         "queries (3, connection open)": queries,
+        "session row: the ORM's get": lambda: Session.objects.get(
+            session_key=session_key, expire_date__gt=timezone.now()
+        ),
+        "session row: the engine's read": lambda: store.__class__(
+            session_key
+        )._get_session_from_db(),
         "request context, no hop": hops(0),
         "request context, 1 hop": hops(1),
         "request context, 5 hops": hops(5),
@@ -149,9 +157,9 @@ def measure(options: argparse.Namespace) -> None:
         run()  # warm up
         results[name] = timed(run, options.repeat, options.rounds)
     loop.close()
-    print(f"{'part':<32}{'wall us':>10}{'CPU us':>10}")
+    print(f"{'part':<34}{'wall us':>10}{'CPU us':>10}")
     for name, (wall, cpu) in results.items():
-        print(f"{name:<32}{wall:>10.0f}{cpu:>10.0f}")
+        print(f"{name:<34}{wall:>10.0f}{cpu:>10.0f}")
     base, one, five = (results[f"request context, {n}"][1] for n in ("no hop", "1 hop", "5 hops"))
     print(
         f"hop, CPU: the first (starts the request's thread) {one - base:.0f} us, "

@@ -156,9 +156,15 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
 
     def _start_pump(self, real_channel: str) -> None:
         pump, loop = self._pumps.get(real_channel), asyncio.get_running_loop()
-        if pump is None or pump.done() or pump.get_loop() is not loop:
-            pump = loop.create_task(self._run_pump(real_channel), name=f"pump {real_channel}")
-            self._pumps[real_channel] = pump
+        if pump is not None and not pump.done():
+            if pump.get_loop() is loop:
+                return
+            if not pump.get_loop().is_closed():  # as channels-redis refuses it
+                raise RuntimeError(
+                    "Two event loops are trying to receive() on one channel layer at once!"
+                )
+        pump = loop.create_task(self._run_pump(real_channel), name=f"pump {real_channel}")
+        self._pumps[real_channel] = pump
 
     async def _run_pump(self, real_channel: str) -> None:
         """Take a process channel's messages into its sockets' buffers while any receive."""

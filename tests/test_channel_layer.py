@@ -325,3 +325,45 @@ async def test_a_take_failing_twice_ends_every_waiting_receive_with_the_error(la
     assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes)
     await layer.send(tabs[0], {"type": "frame", "n": 1})
     assert (await _received(layer, tabs[0]))["n"] == 1
+
+
+def test_two_event_loops_receiving_at_once_are_refused_as_by_channels_redis():
+    """One process's buffers belong to one loop: a second loop receiving at the same time
+    (another thread's) is an error, as in channels-redis; a loop closed since is replaced."""
+    import threading
+
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    outcome: list[BaseException | None] = []
+    started = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def first() -> None:
+        channel = await layer.new_channel()
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.2)
+        started.set()
+        await asyncio.sleep(1)
+        waiting.cancel()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(first(),))
+    thread.start()
+    started.wait(5)
+
+    async def second() -> None:
+        try:
+            await asyncio.wait_for(layer.receive(await layer.new_channel()), timeout=0.2)
+        except BaseException as error:  # noqa: BLE001 - what it raised is the point
+            outcome.append(error)
+
+    asyncio.run(second())
+    thread.join()
+    loop.close()
+    assert isinstance(outcome[0], RuntimeError)
+
+    async def third() -> None:  # the first loop is closed now: a new pump serves this one
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "frame"})
+        assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "frame"
+        await layer.close_pools()
+
+    asyncio.run(third())

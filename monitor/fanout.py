@@ -64,10 +64,13 @@ async def deliver(message: dict[str, Any]) -> None:
 
 
 async def _renew(layer: Any, channel: str) -> None:
-    await layer.group_add(events.PROCESSES_GROUP, channel)
-    for socket in list(_sockets):
-        for group in socket.groups:
-            await layer.group_add(group, socket.channel_name)
+    memberships = [(events.PROCESSES_GROUP, channel)]
+    memberships += [(group, s.channel_name) for s in list(_sockets) for group in s.groups]
+    add_many = getattr(layer, "group_add_many", None)  # the Redis layer's: a few pipelines
+    if add_many is not None:
+        return await add_many(memberships)
+    for group, name in memberships:
+        await layer.group_add(group, name)
 
 
 async def _listen() -> None:

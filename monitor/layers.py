@@ -105,6 +105,9 @@ end
 return taken
 """
 
+#: Memberships per pipeline of :meth:`BlockingPoolRedisChannelLayer.group_add_many`.
+RENEW_CHUNK = 500
+
 #: The pump's pause before it tries a failed take once more.
 RETRY_PAUSE = 0.1
 
@@ -258,6 +261,24 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
     def create_pool(self, index: int) -> BlockingConnectionPool:
         host = dict(self.hosts[index])
         return blocking_pool(host.pop("address"), **host)
+
+    async def group_add_many(self, memberships: Sequence[tuple[str, str]]) -> None:
+        """``group_add(group, channel)`` for each pair (same score, same expiry), in one
+        pipeline per server and ``RENEW_CHUNK`` pairs: a process renewing the memberships of
+        its thousand sockets makes a few round trips, not two thousand in a row."""
+        now = time.time()
+        by_connection: dict[int, list[tuple[str, str]]] = collections.defaultdict(list)
+        for group, channel in memberships:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            assert self.require_valid_channel_name(channel), "Channel name not valid"
+            by_connection[self.consistent_hash(group)].append((self._group_key(group), channel))
+        for index, pairs in by_connection.items():
+            for start in range(0, len(pairs), RENEW_CHUNK):
+                async with self.connection(index).pipeline(transaction=False) as pipe:
+                    for key, channel in pairs[start : start + RENEW_CHUNK]:
+                        pipe.zadd(key, {channel: now})
+                        pipe.expire(key, self.group_expiry)
+                    await pipe.execute()
 
     async def group_send_many(self, groups: Sequence[str], message: dict[str, Any]) -> None:
         """``group_send(group, message)`` for each of ``groups``, in two round trips per server."""

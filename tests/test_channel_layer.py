@@ -367,3 +367,33 @@ def test_two_event_loops_receiving_at_once_are_refused_as_by_channels_redis():
         await layer.close_pools()
 
     asyncio.run(third())
+
+
+async def test_many_memberships_are_added_as_group_add_adds_them_in_few_round_trips(
+    layer, monkeypatch
+):
+    from redis.asyncio.client import Pipeline
+
+    pairs = [(f"patient-session.{uuid.uuid4().hex}", await layer.new_channel()) for _ in range(7)]
+    pairs.append((pairs[0][0], await layer.new_channel()))  # two tabs of one session
+    executed: list[int] = []
+    execute = Pipeline.execute
+
+    async def counted(self, *args, **kwargs):
+        executed.append(len(self.command_stack))
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", counted)
+    monkeypatch.setattr("monitor.layers.RENEW_CHUNK", 5)
+    calls = _count_commands(monkeypatch)
+    await layer.group_add_many(pairs)
+    assert calls == [] and executed == [10, 6]  # ZADD + EXPIRE per pair, 5 pairs a pipeline
+    client = layer.connection(0)
+    for group, channel in pairs:
+        key = layer._group_key(group)
+        assert await client.zscore(key, channel) is not None
+        assert 0 < await client.ttl(key) <= layer.group_expiry
+    message = {"type": "patient_session.event", "event": {"n": 1}}
+    await layer.group_send_many([pairs[0][0]], message)
+    for _, channel in (pairs[0], pairs[-1]):
+        assert await _received(layer, channel) == message

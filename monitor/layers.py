@@ -149,10 +149,15 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         self._waiting += 1
         try:
             message = await queue.get()
+        except asyncio.CancelledError:
+            # The socket is going (channels-redis drops its buffer too): nothing stays behind.
+            if self.receive_buffer.get(channel) is queue:
+                del self.receive_buffer[channel]
+            raise
         finally:
             self._waiting -= 1
-            if queue.empty() and self.receive_buffer.get(channel) is queue:
-                del self.receive_buffer[channel]  # as channels-redis: no buffer left behind
+        if queue.empty() and self.receive_buffer.get(channel) is queue:
+            del self.receive_buffer[channel]
         if isinstance(message, _Failed):
             raise message.error
         return message
@@ -214,8 +219,8 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         """The next message of ``channel`` (a key): from the last batch, else a new batch in
         one round trip, else the first to arrive within ``timeout`` s (None: none did).
 
-        Called for one channel at a time (channels-redis' receive lock and per-channel clean
-        lock). A channel shared by processes (no ``!``) keeps channels-redis' way.
+        Called by the channel's one pump, or for a channel shared by processes (no ``!``) by
+        channels-redis' ``receive_single`` under its locks, which keeps channels-redis' way.
         """
         if not channel.endswith("!"):
             return await super()._brpop_with_clean(index, channel, timeout)

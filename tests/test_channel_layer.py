@@ -397,3 +397,16 @@ async def test_many_memberships_are_added_as_group_add_adds_them_in_few_round_tr
     await layer.group_send_many([pairs[0][0]], message)
     for _, channel in (pairs[0], pairs[-1]):
         assert await _received(layer, channel) == message
+
+
+async def test_a_socket_gone_leaves_no_buffer(layer):
+    """As with channels-redis: a receive cancelled (its socket closed) drops its channel's
+    buffer, so closed sockets do not pile up in the process."""
+    going = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(going))
+    await asyncio.sleep(0.1)
+    assert going in layer.receive_buffer
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert going not in layer.receive_buffer

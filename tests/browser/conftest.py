@@ -57,7 +57,9 @@ def _free_port() -> int:
 class Server:
     """One daphne process on a fixed port; it can be stopped and started again."""
 
-    def __init__(self, var_dir: Path, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, var_dir: Path, settings: dict[str, Any], redis_url: str | None = None
+    ) -> None:
         self.var_dir = var_dir
         self.port = _free_port()
         self.secret = secrets.token_urlsafe(50)
@@ -75,6 +77,11 @@ class Server:
             SECURE_COOKIES="0",
             PATIENT_LOG_LEVEL="WARNING",
         )
+        #: With ``redis_url``: channels-redis, presence and the cache on Redis, as deployed,
+        #: under a prefix of this server's own.
+        self.redis_prefix = f"ncp_browser_{secrets.token_hex(4)}" if redis_url else None
+        if redis_url:
+            self.env.update(REDIS_URL=redis_url, NCP_REDIS_PREFIX=self.redis_prefix)
         self.process: subprocess.Popen | None = None
         self.log = var_dir / "daphne.log"
 
@@ -169,11 +176,12 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory) -> Iterator[Any]:
-    """``start_server(**settings)``: a migrated, seeded daphne with these settings."""
+    """``start_server(redis_url=None, **settings)``: a migrated, seeded daphne with these
+    settings (on Redis with ``redis_url``)."""
     servers: list[Server] = []
 
-    def start(**settings: Any) -> Server:
-        server = Server(tmp_path_factory.mktemp("daphne-var"), settings)
+    def start(redis_url: str | None = None, **settings: Any) -> Server:
+        server = Server(tmp_path_factory.mktemp("daphne-var"), settings, redis_url)
         servers.append(server)
         server.prepare()
         server.start()

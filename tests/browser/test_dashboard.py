@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import (
+    DEFAULT_TIMINGS,
     axe_violations,
     log_in,
     log_in_with_patient,
     screenshot,
     session_key,
 )
+from tests.bulk_support import REDIS_URL, redis_or_skip
 
 pytestmark = pytest.mark.browser
 
@@ -25,12 +27,37 @@ def _open_dashboard(page) -> None:
 
 
 def test_a_clinician_appears_live_and_staff_clear_their_open_page(new_context, server):
-    staff = new_context(viewport={"width": 1280, "height": 800}).new_page()
+    _appears_live_and_is_cleared_by_staff(new_context, server, "dashboard")
+
+
+@pytest.fixture(scope="module")
+def redis_server(start_server, chromium):
+    """The same server on channels-redis, presence and cache in Redis, as deployed."""
+    redis_or_skip()
+    server = start_server(redis_url=REDIS_URL, **DEFAULT_TIMINGS)
+    yield server
+    server.stop()
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in list(client.scan_iter(match=f"{server.redis_prefix}*")):
+        client.delete(key)  # the layer's, presence's and the cache's keys of this server
+    client.close()
+
+
+def test_the_dashboard_and_the_page_are_live_over_channels_redis(new_context, redis_server):
+    """The sockets' frames come through Redis (the project's layer and its pump), not the
+    in-memory layer the other browser tests use."""
+    _appears_live_and_is_cleared_by_staff(new_context, redis_server, "dashboard-redis")
+
+
+def _appears_live_and_is_cleared_by_staff(new_context, server, shots: str) -> None:
+    staff = new_context(server, viewport={"width": 1280, "height": 800}).new_page()
     _open_dashboard(staff)
     assert staff.locator("tr[data-session]").count() == 0
     assert "No session holds patient data now." in staff.inner_text("[data-monitor-empty]")
 
-    clinician = new_context().new_page()
+    clinician = new_context(server).new_page()
     log_in_with_patient(clinician)
     key = session_key(clinician)
     row = staff.locator("tr[data-session]", has_text="clinician")
@@ -42,7 +69,7 @@ def test_a_clinician_appears_live_and_staff_clear_their_open_page(new_context, s
     staff.wait_for_function(
         "document.querySelector('tr[data-session] [data-field=open_tabs]').textContent === '1'"
     )
-    screenshot(staff, "dashboard-live")
+    screenshot(staff, f"{shots}-live")
     assert axe_violations(staff) == []
 
     staff.once("dialog", lambda dialog: dialog.accept())
@@ -52,8 +79,8 @@ def test_a_clinician_appears_live_and_staff_clear_their_open_page(new_context, s
     assert server.audit(key)[-1]["source"] == "staff"
     staff.locator("tr[data-session]").first.wait_for(state="detached")
     assert "patient data cleared (staff_cleanup, staff" in staff.inner_text("[data-monitor-feed]")
-    screenshot(staff, "dashboard-after-clear")
-    screenshot(clinician, "dashboard-clinician-cleared")
+    screenshot(staff, f"{shots}-after-clear")
+    screenshot(clinician, f"{shots}-clinician-cleared")
 
 
 def test_the_dashboard_at_phone_width(new_context, server):

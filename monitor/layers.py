@@ -132,8 +132,7 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._taken: dict[str, collections.deque[bytes]] = {}  # handed out, not yet received
-        self._read: set[str] = set()  # channels whose last take's reply was read
+        self._read: set[str] = set()  # process channels whose last take's reply was read
         self._pumps: dict[str, asyncio.Task] = {}  # by process channel
         self._waiting = 0  # receives of this process's channels under way
 
@@ -181,7 +180,7 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         try:
             while True:
                 try:
-                    member = await self._brpop_with_clean(index, key, self.brpop_timeout)
+                    members = await self._take(index, key, self.brpop_timeout)
                 except Exception:
                     if retried:
                         raise
@@ -189,9 +188,9 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
                     await asyncio.sleep(RETRY_PAUSE)
                     continue
                 retried = False
-                if member is not None:
+                for member in members:
                     self._deliver(self.deserialize(member))
-                elif not self._waiting:
+                if not members and not self._waiting:
                     return  # idle for brpop_timeout s with nobody receiving
         except BaseException as error:  # handed to every receive that waits
             for queue in list(self.receive_buffer.values()):
@@ -215,47 +214,24 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
 
-    async def _brpop_with_clean(self, index: int, channel: str, timeout: int) -> bytes | None:
-        """The next message of ``channel`` (a key): from the last batch, else a new batch in
-        one round trip, else the first to arrive within ``timeout`` s (None: none did).
-
-        Called by the channel's one pump, or for a channel shared by processes (no ``!``) by
-        channels-redis' ``receive_single`` under its locks, which keeps channels-redis' way.
-        """
-        if not channel.endswith("!"):
-            return await super()._brpop_with_clean(index, channel, timeout)
-        taken = self._taken.get(channel)
-        if taken:
-            member = taken.popleft()
-            if not taken:
-                del self._taken[channel]
-            return member
+    async def _take(self, index: int, key: str, timeout: int) -> list[bytes]:
+        """What waits on the process channel ``key``, oldest first (up to ``receive_batch``),
+        in one round trip; else the first message to arrive within ``timeout`` s ([]: none)."""
         connection = self.connection(index)
-        restore = channel not in self._read
-        self._read.discard(channel)
-        keys = [channel, self._backup_channel_name(channel)]
+        restore = key not in self._read
+        self._read.discard(key)
         args = [int(restore), self.receive_batch, int(self.expiry)]
-        reply = await _take_script(keys, args, client=connection)
-        self._read.add(channel)  # no await since the reply: all of it is in hand
+        reply = await _take_script([key, self._backup_channel_name(key)], args, client=connection)
+        self._read.add(key)  # no await since the reply: all of it is in hand
         if reply:
-            members = collections.deque(reply[0::2])
-            member = members.popleft()
-            if members:
-                self._taken[channel] = members
-            return member
+            return reply[0::2]
         # Nothing waiting: block. A message popped here is in hand once the reply is read;
         # channels-redis backs it up only after that read, which protects nothing more.
-        result = await connection.bzpopmin(channel, timeout=timeout)
-        return None if result is None else result[1]
-
-    async def _clean_receive_backup(self, index: int, channel: str) -> None:
-        # A process's channel: the next take drops the backup (or restores it, if unread).
-        if not channel.endswith("!"):
-            await super()._clean_receive_backup(index, channel)
+        result = await connection.bzpopmin(key, timeout=timeout)
+        return [] if result is None else [result[1]]
 
     async def flush(self) -> None:
         await self._stop_pumps()
-        self._taken.clear()
         self._read.clear()
         await super().flush()
 

@@ -506,6 +506,8 @@ async def run_daphne(
     from patient_data.refs import session_ref
 
     refs = [session_ref(key) for key in keys]
+    # Only the profiled application answers the profile's signals (SIGUSR1 ends any other).
+    profiled = args.profile if application == PROFILED else None
     server = start_daphne(env, application, log, args.workers)
     try:
         base = f"ws://127.0.0.1:{server.port}"
@@ -544,11 +546,11 @@ async def run_daphne(
         for via in args.paths.split(","):
             await settle(widgets + staff)
             before = cpu_parts(server)
-            profiling = profile_start(args.profile, server)
+            profile_start(profiled, server)
             result[f"cleanup_{via}"] = await cleanup_latency(
                 server, widgets, staff, keys, refs, args, via
             )
-            profile_stop(args.profile if profiling else None, server, f"{log.stem}-{via}")
+            profile_stop(profiled, server, f"{log.stem}-{via}")
             result[f"cleanup_{via}"]["cpu_ms_per_cleanup"] = cpu_per_cleanup(
                 before, cpu_parts(server), args.cleanups
             )
@@ -571,12 +573,15 @@ async def run_daphne(
         server.stop()
 
 
-def profile_start(directory: str | None, server: Server) -> bool:
+#: ``--profile``: the shipped application under yappi (the other variant runs unprofiled).
+PROFILED = "bench.live_asgi_profiled:application"
+
+
+def profile_start(directory: str | None, server: Server) -> None:
     """``--profile DIR``: yappi starts in each daphne process (``bench/live_asgi_profiled.py``)."""
     if directory:
         for process in server.processes:
             os.kill(process.pid, signal.SIGUSR1)
-    return bool(directory)
 
 
 def profile_stop(directory: str | None, server: Server, name: str) -> None:
@@ -676,7 +681,7 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="yappi (pip install yappi) in each daphne process: DIR/<variant>-<path>-<pid>.pstat",
+        help="yappi (pip install yappi) in as_shipped: DIR/<variant>-<path>-<pid>.pstat",
     )
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -691,7 +696,7 @@ def main() -> None:
     if args.profile:
         args.profile = str(Path(args.profile).resolve())
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-        shipped = "bench.live_asgi_profiled:application"
+        shipped = PROFILED
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         env = environment(args, Path(tmp), prefix)
         if args.profile:

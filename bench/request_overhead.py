@@ -23,11 +23,12 @@ event loop's thread instead of a worker thread:
 - ``django-min``: only the hops Django itself needs kept: the handler's two
   (``request_started``, closing the response: the first starts the request's worker thread)
   and one to reach the ORM (the session's load, which reads the user too); the patient query
-  inline. ``stock / django-min`` is the most any stack can gain without changing Django;
+  inline. Ours now makes exactly these hops (the patient row is read in the session's load); ``stock / django-min`` is the most any stack can gain without changing Django;
 - ``handler-only``: only the handler's two hops kept, every query inline.
 
-And ``ours-5hops``: ours as before the user was read in the session's load hop (the session
-row and the user row a hop each), for a before/after ratio measured side by side.
+And ``ours-patient-hop``: ours as before the view's patient row was read in the session's
+load hop (``patient_data.prefetch`` off: the patient row in a hop of its own), for a
+before/after ratio measured side by side.
 
 It works on a throw-away SQLite database (synthetic demo data) in a temporary NCP_VAR_DIR,
 ignoring DATABASE_URL / REDIS_URL, and only ever talks to 127.0.0.1. Every loop is bounded
@@ -67,8 +68,8 @@ STACKS = {
 USERNAME = "clinician"
 FLOOR = "floor"
 HANDLER_HOPS = frozenset({"Signal.asend.<locals>.sync_send", "HttpResponseBase.close"})
-SESSION_HOP = "GuardedSessionMixin._load_with_companion"
-SEPARATE_USER_HOP = "ours-5hops"
+SESSION_HOP = "GuardedSessionMixin._load_with_companions"
+SEPARATE_PATIENT_HOP = "ours-patient-hop"
 #: Synthetic stacks (in-process only): ours, with only the named hops kept as thread hops.
 SYNTHETIC = {
     FLOOR: frozenset(),
@@ -365,15 +366,15 @@ def without_thread_hops(keep: frozenset[str] = frozenset()) -> Iterator[None]:
 
 
 @contextmanager
-def user_in_its_own_hop() -> Iterator[None]:
-    """Ours as before: the session's load does not read the user (Django's ``aload``)."""
-    from patient_data.sessions.db import SessionStore
+def patient_in_its_own_hop() -> Iterator[None]:
+    """Ours as before: the session's load does not read the view's patient row."""
+    from patient_data import prefetch
 
-    SessionStore.loads_in_thread = False
+    prefetch._declared = False
     try:
         yield
     finally:
-        SessionStore.loads_in_thread = True
+        prefetch._declared = True
 
 
 def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -> list[Sample]:
@@ -396,7 +397,7 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
     for label, module in STACKS.items():
         with override_settings(MIDDLEWARE=import_module(module).MIDDLEWARE):
             apps[label] = ASGIHandler()
-    for label in (*SYNTHETIC, SEPARATE_USER_HOP):
+    for label in (*SYNTHETIC, SEPARATE_PATIENT_HOP):
         apps[label] = ASGIHandler()
     patient = DemoPatient.objects.order_by("patient_id").first()
     scopes = {}
@@ -427,8 +428,8 @@ def in_process(env: dict[str, str], options: argparse.Namespace, until: float) -
         def measure(sample: Sample) -> tuple[int, float, float]:
             keep = SYNTHETIC.get(sample.label)
             hops = nullcontext() if keep is None else without_thread_hops(keep)
-            if sample.label == SEPARATE_USER_HOP:
-                hops = user_in_its_own_hop()
+            if sample.label == SEPARATE_PATIENT_HOP:
+                hops = patient_in_its_own_hop()
             with hops:
                 start, cpu = time.perf_counter(), time.process_time()
                 loop.run_until_complete(repeat(sample.label, options.inprocess))
@@ -469,12 +470,12 @@ def report(network: list[Sample], local: list[Sample], options: argparse.Namespa
         "django-min": "only Django's own hops (handler 2, ORM 1): the most without changing Django",
         "handler-only": "only the handler's 2 hops, queries inline",
     }
-    before = loc[SEPARATE_USER_HOP]
+    before = loc[SEPARATE_PATIENT_HOP]
     print(
-        f"{SEPARATE_USER_HOP} (in-process): {before.micros_per_request:.0f} us wall, "
+        f"{SEPARATE_PATIENT_HOP} (in-process): {before.micros_per_request:.0f} us wall, "
         f"{before.cpu_micros_per_request:.0f} us CPU per request; ours against it "
         f"{before.cpu_micros_per_request / loc['ours'].cpu_micros_per_request:.2f}x CPU; "
-        f"stock/{SEPARATE_USER_HOP} "
+        f"stock/{SEPARATE_PATIENT_HOP} "
         f"{loc['stock'].cpu_micros_per_request / before.cpu_micros_per_request:.2f}x CPU"
     )
     for label in SYNTHETIC:
@@ -497,9 +498,11 @@ def report(network: list[Sample], local: list[Sample], options: argparse.Namespa
         f"{options.inprocess} requests per stack"
     )
     # CPU per request decides: on a shared machine wall time mostly measures the neighbours.
-    cpu_speedup = min(speedups["daphne server CPU"], speedups["in-process CPU"])
-    speed = "meets" if cpu_speedup >= TARGET_SPEEDUP else "MISSES"
-    print(f"target ours >= {TARGET_SPEEDUP}x stock (CPU per request, both): {speed}")
+    # In-process is the middleware stacks alone; over daphne, daphne's own per-request work
+    # (the same for every stack) dilutes the ratio.
+    for where in ("in-process CPU", "daphne server CPU"):
+        speed = "meets" if speedups[where] >= TARGET_SPEEDUP else "MISSES"
+        print(f"target ours >= {TARGET_SPEEDUP}x stock ({where} per request): {speed}")
     within = "meets" if cost <= TARGET_PATIENT_COST_US else "MISSES"
     print(f"target patient middlewares <= {TARGET_PATIENT_COST_US} us CPU: {within}")
 

@@ -15,6 +15,10 @@ remove, in this process, CPU and wall per repetition (median of rounds):
 - ``session blob decode``: the signature check and JSON of the stored session (its load);
 - ``user's session hash``: the HMAC Django compares with the session's (auth's verification);
 - ``conf reads``: the ten ``patient_data.conf`` settings reads a request makes at most;
+- ``patient middlewares (2)``: the two patient middlewares around a view that only answers,
+  on a loaded steady session (no write due), against ``... view alone``: their own cost,
+  which whole requests (bench/request_overhead.py) only show within their noise. The part
+  fails if the middlewares make a thread hop;
 - ``hop: first`` / ``hop: each further``: ``sync_to_async`` of a no-op inside a request's
   ``ThreadSensitiveContext`` (the first starts the request's worker thread, closing the
   context joins it), and each further one.
@@ -70,16 +74,21 @@ def measure(options: argparse.Namespace) -> None:
     import django
 
     django.setup()
-    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+    from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.models import Session
     from django.db import connection
+    from django.http import HttpResponse
     from django.shortcuts import render
     from django.test import Client, RequestFactory
     from django.utils import timezone
 
     from patient_data.conf import conf
+    from patient_data.middleware.patient_session_security import (
+        PatientSessionCleanupMiddleware,
+        PatientSessionSecurityMiddleware,
+    )
     from patient_data.models import DemoPatient
     from patient_data.views import portal
 
@@ -133,8 +142,48 @@ def measure(options: argparse.Namespace) -> None:
         return lambda: loop.run_until_complete(request())
 
     loop = asyncio.new_event_loop()
+    steady_session = store.__class__(session_key)
+    steady_session.load()  # loaded once: the load is the session middleware's, not theirs
+
+    async def answer(request) -> HttpResponse:
+        return HttpResponse("ok")
+
+    async def auser() -> object:
+        return user
+
+    def patient_request() -> object:
+        request = RequestFactory().get(f"/patients/{ref}/")
+        request.session, request.user, request.auser = steady_session, user, auser
+        return request
+
+    chain = PatientSessionSecurityMiddleware(PatientSessionCleanupMiddleware(answer))
+
+    def through(handler: Callable) -> Callable[[], None]:
+        def run() -> None:
+            hops_before = hop_count[0]
+            SyncToAsync.__call__ = counting
+            try:
+                response = loop.run_until_complete(handler(patient_request()))
+            finally:
+                SyncToAsync.__call__ = original_call
+            if response.status_code != 200:
+                raise RuntimeError("the patient middlewares did not let the page through")
+            if hop_count[0] != hops_before:
+                raise RuntimeError("the patient middlewares made a thread hop")
+
+        return run
+
+    hop_count = [0]
+    original_call = SyncToAsync.__call__
+
+    async def counting(self, *args, **kwargs):
+        hop_count[0] += 1
+        return await original_call(self, *args, **kwargs)
+
     connection.ensure_connection()
     parts = {
+        "patient middlewares (2)": through(chain),
+        "... view alone": through(answer),
         "template": lambda: render(request, template, context, **kwargs),
         "connection (open + close)": connect,
         "session blob decode": lambda: store.decode(blob),
@@ -160,6 +209,8 @@ def measure(options: argparse.Namespace) -> None:
     print(f"{'part':<34}{'wall us':>10}{'CPU us':>10}")
     for name, (wall, cpu) in results.items():
         print(f"{name:<34}{wall:>10.0f}{cpu:>10.0f}")
+    own = results["patient middlewares (2)"][1] - results["... view alone"][1]
+    print(f"the two patient middlewares' own CPU: {own:.0f} us per request (target <= 100)")
     base, one, five = (results[f"request context, {n}"][1] for n in ("no hop", "1 hop", "5 hops"))
     print(
         f"hop, CPU: the first (starts the request's thread) {one - base:.0f} us, "

@@ -48,6 +48,10 @@ TARGETS = {
         "patient_data/registry.py",
         ("tests/test_registry.py", "tests/test_mutation_gaps.py", "-k", "registry"),
     ),
+    "prefetch": Target(
+        "patient_data/prefetch.py",
+        ("tests/test_prefetch.py", "tests/test_request_hops.py"),
+    ),
     "policy": Target(
         "patient_data/policy.py",
         (

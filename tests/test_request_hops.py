@@ -2,8 +2,9 @@
 
 Steady state: the clinician's session is loaded, the patient's data is already in it, and no
 activity write is due. What is left are the hops Django's handler makes itself (the
-``request_started`` signal, closing the response), one for the session row and the user row
-together (``patient_data.middleware.auth``), and one for the view's patient query.
+``request_started`` signal, closing the response) and one for the session row, the user row
+(``patient_data.middleware.auth``) and the view's patient row (``patient_data.prefetch``)
+together.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "hops-test-password-41"
 HANDLER_HOPS = ["Signal.asend.<locals>.sync_send", "HttpResponseBase.close"]
-QUERY_HOP = "QuerySet.get"
-SESSION_AND_USER_HOP = "GuardedSessionMixin._load_with_companion"
+USER_HOP = "QuerySet.get"
+PATIENT_HOP = "_find_patient"
+SESSION_AND_USER_HOP = "GuardedSessionMixin._load_with_companions"
 
 
 @pytest.fixture(autouse=True)
@@ -94,8 +96,8 @@ async def test_a_steady_patient_page_hops_only_for_the_handler_and_its_queries(
     assert response["X-Patient-Data-Page"] == "true"
     assert settings.SESSION_COOKIE_NAME not in response.cookies  # nothing was saved
     assert tables == ['"django_session"', '"auth_user"', '"patient_data_demopatient"']
-    # The session row and the user row in one hop, the view's patient in another.
-    assert hops == [HANDLER_HOPS[0], SESSION_AND_USER_HOP, QUERY_HOP, HANDLER_HOPS[1]]
+    # The session row, the user row and the view's patient in one hop.
+    assert hops == [HANDLER_HOPS[0], SESSION_AND_USER_HOP, HANDLER_HOPS[1]]
 
 
 async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops, queries):
@@ -108,7 +110,7 @@ async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops,
     assert (
         len(middleware_hops) == 13
     )  # 6 x process_request, CSRF's process_view, 6 x process_response
-    assert len(hops) == 5 + 13
+    assert len(hops) == 5 + 13  # with the handler's 2, the session, the user, the patient
 
 
 async def test_the_patient_middlewares_add_no_query_and_no_hop(patient, hops, queries):
@@ -238,11 +240,12 @@ async def test_the_early_user_is_not_used_once_the_session_names_another(patient
 
 
 async def test_every_engine_whose_load_hops_reads_the_user_in_that_hop(engine, patient, hops):
-    """``db``, ``cache``, ``cached_db``: the user rides the session's hop. ``file`` and
-    ``signed_cookies`` load in the loop (Django's ``aload``): the user keeps its own hop."""
+    """``db``, ``cache``, ``cached_db``: the user and the patient ride the session's hop.
+    ``file`` and ``signed_cookies`` load in the loop (Django's ``aload``): each keeps its own."""
     client, url = await _steady_client(patient)
     hops.clear()
     assert (await client.get(url)).status_code == 200
     shared = engine_name(engine) in {"db", "cache", "cached_db"}
     assert hops.count(SESSION_AND_USER_HOP) == (1 if shared else 0)
-    assert hops.count(QUERY_HOP) == (1 if shared else 2)  # the patient (and the user)
+    assert hops.count(USER_HOP) == (0 if shared else 1)
+    assert hops.count(PATIENT_HOP) == (0 if shared else 1)

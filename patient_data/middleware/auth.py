@@ -10,7 +10,7 @@ by whichever asks first. ``login``/``logout`` replace both attributes, as with D
 
 Under ASGI the session row and the user row would each cost a thread hop (Django's async ORM
 is ``sync_to_async`` around the sync one). So the user is read in the session's own load hop
-(``GuardedSessionMixin.load_companion``): Django's ``auth.get_user`` runs there on a read-only
+(``GuardedSessionMixin.load_companions``): Django's ``auth.get_user`` runs there on a read-only
 copy of the loaded session. Its answer is kept only when it asked for no session change (a
 flush for a hash that no longer verifies, a key cycle for a fallback secret), and used only if
 the session's auth keys are still what it read when ``request.user`` / ``auser()`` is first
@@ -110,5 +110,8 @@ class AuthenticationMiddleware(DjangoAuthenticationMiddleware):
         super().process_request(request)  # Django's own check that sessions come first
         request.user = SimpleLazyObject(partial(get_user, request))
         request.auser = partial(aget_user, request)
-        if hasattr(request.session, "load_companion"):
-            request.session.load_companion = partial(_early_user, request)
+        session = request.session
+        if hasattr(session, "load_companions"):
+            # First: a prefetch's reader (patient_data.prefetch) may not need the user, but
+            # every page does.
+            session.load_companions = (partial(_early_user, request), *session.load_companions)

@@ -7,12 +7,14 @@ subclass is a drop-in replacement (same settings, same cookie behaviour, still a
 loop, loaded lazily by the first ``aget``/``aitems`` of whoever needs it, and written with
 ``asave()`` only when it was modified (or ``SESSION_SAVE_EVERY_REQUEST`` asks for it). The
 guarded engines keep their no-resurrection lock: their ``asave()`` takes it when needed.
+A view's declared reads (``patient_data.prefetch``) join the session's load hop.
 The sync mode is Django's, unchanged.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
@@ -22,13 +24,22 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
+from patient_data.prefetch import forget, read_in_hop
+
 
 class SessionMiddleware(DjangoSessionMiddleware):
     """``django.contrib.sessions.middleware.SessionMiddleware``, async-native."""
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         self.process_request(request)  # a store for the cookie's key; nothing is read yet
-        response = await self.get_response(request)
+        session = request.session
+        if hasattr(session, "load_companions"):
+            # What the view declared it will read, read in the session's own load hop.
+            session.load_companions = (*session.load_companions, partial(read_in_hop, request))
+        try:
+            response = await self.get_response(request)
+        finally:
+            forget(request)
         return await self.aprocess_response(request, response)
 
     async def aprocess_response(

@@ -30,9 +30,10 @@ class GuardedSessionMixin:
     #: True when Django's async load of this engine is a thread hop (``sync_to_async`` around
     #: the sync query or cache read): other reads can then share that hop.
     loads_in_thread = False
-    #: Set for one request (``patient_data.middleware.auth``): called in the async load's
-    #: thread with the loaded data, so its read costs no hop of its own. It may only read.
-    load_companion: Callable[[dict[str, Any]], None] | None = None
+    #: Set for one request (``patient_data.middleware.auth``, ``patient_data.prefetch``):
+    #: called in order in the async load's thread with the loaded data, so their reads cost no
+    #: hop of their own. They may only read.
+    load_companions: tuple[Callable[[dict[str, Any]], None], ...] = ()
 
     # What this request loaded (a shallow copy): a cleanup compares it with the stored
     # session to keep a concurrent request's changes (patient_data.cleanup).
@@ -42,15 +43,16 @@ class GuardedSessionMixin:
         return data
 
     async def aload(self) -> dict[str, Any]:
-        if self.loads_in_thread and self.load_companion is not None:
-            return await sync_to_async(self._load_with_companion)()
+        if self.loads_in_thread and self.load_companions:
+            return await sync_to_async(self._load_with_companions)()
         data = await super().aload()
         self._as_loaded = dict(data)
         return data
 
-    def _load_with_companion(self) -> dict[str, Any]:
+    def _load_with_companions(self) -> dict[str, Any]:
         data = self.load()  # the sync twin of the engine's aload: same reads, same outcome
-        self.load_companion(data)
+        for companion in self.load_companions:
+            companion(data)
         return data
 
     def stored_blob(self) -> dict[str, Any] | None:

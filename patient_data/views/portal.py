@@ -8,16 +8,19 @@ so a cleanup really takes it off the page.
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import aget_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 
 from patient_data import patient_session
 from patient_data.decorators import login_required, patient_data_page
 from patient_data.forms import PatientSearchForm
 from patient_data.models import DemoPatient
+from patient_data.prefetch import prefetch, prefetched
 
 SEARCH_LIMIT = 50
 ENTRY_KEYS = frozenset({"ref", "patient_id"})
@@ -104,12 +107,37 @@ def _entries(stored: Any) -> list[dict[str, str]] | None:
     return [entry for entry in stored if isinstance(entry, dict) and entry.keys() >= ENTRY_KEYS]
 
 
+def _searched(stored: Any, ref: str) -> str | None:
+    """The patient ID behind ``ref`` among the stored last search results, if there."""
+    for entry in _entries(stored) or ():
+        if secrets.compare_digest(entry["ref"], ref):
+            return entry["patient_id"]
+    return None
+
+
+def _find_patient(patient_id: str) -> DemoPatient | None:
+    try:
+        return DemoPatient.objects.get(patient_id=patient_id)
+    except DemoPatient.DoesNotExist:
+        return None
+
+
+def _patient_in_session_hop(session_data: dict[str, Any], ref: str) -> dict[Any, Any]:
+    """The summary page's patient row, read in the session's load hop (``prefetch``)."""
+    patient_id = _searched(session_data.get("patient_search_results"), ref)
+    return {} if patient_id is None else {("patient", patient_id): _find_patient(patient_id)}
+
+
 async def _from_last_search(request: HttpRequest, ref: str) -> DemoPatient:
     """The patient behind ``ref`` among the clinician's own last search results (else 404)."""
-    for entry in _entries(await request.session.aget("patient_search_results")) or ():
-        if secrets.compare_digest(entry["ref"], ref):
-            return await aget_object_or_404(DemoPatient, patient_id=entry["patient_id"])
-    raise Http404("No such patient in your last search.")
+    patient_id = _searched(await request.session.aget("patient_search_results"), ref)
+    if patient_id is None:
+        raise Http404("No such patient in your last search.")
+    fetch = partial(sync_to_async(_find_patient), patient_id)
+    patient = await prefetched(request, ("patient", patient_id), fetch)
+    if patient is None:
+        raise Http404("No such patient.")
+    return patient
 
 
 def _cda_document(patient: DemoPatient) -> dict[str, Any]:
@@ -140,6 +168,7 @@ async def _store_patient(request: HttpRequest, patient: DemoPatient) -> None:
         await patient_session.astore(request, key, value)
 
 
+@prefetch(_patient_in_session_hop)
 @login_required
 @patient_data_page
 async def patient_summary(request: HttpRequest, ref: str) -> HttpResponse:

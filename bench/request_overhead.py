@@ -23,7 +23,9 @@ event loop's thread instead of a worker thread:
 - ``django-min``: only the hops Django itself needs kept: the handler's two
   (``request_started``, closing the response: the first starts the request's worker thread)
   and one to reach the ORM (the session's load, which reads the user too); the patient query
-  inline. Ours now makes exactly these hops (the patient row is read in the session's load); ``stock / django-min`` is the most any stack can gain without changing Django;
+  inline. ``stock / django-min`` is the most any stack can gain without changing Django.
+  Ours makes the same hops (it reads the patient row in the session's load), so
+  ``ours / django-min`` is what our stack costs beyond Django's own hops;
 - ``handler-only``: only the handler's two hops kept, every query inline.
 
 And ``ours-patient-hop``: ours as before the view's patient row was read in the session's

@@ -143,7 +143,7 @@ def measure(options: argparse.Namespace) -> None:
 
     loop = asyncio.new_event_loop()
     steady_session = store.__class__(session_key)
-    steady_session.load()  # loaded once: the load is the session middleware's, not theirs
+    steady_session.items()  # loaded once: the load is the session middleware's, not theirs
 
     async def answer(request) -> HttpResponse:
         return HttpResponse("ok")

@@ -268,7 +268,7 @@ def _config(target: Target) -> str:
         "[mutmut]\n"
         f"source_paths ={lines(['patient_data'])}\n"
         f"only_mutate ={lines([target.path])}\n"
-        f"also_copy ={lines(['ncp_asgi', 'monitor', 'static', 'manage.py'])}\n"
+        f"also_copy ={lines(['ncp_asgi', 'monitor', 'static', 'bench', 'manage.py'])}\n"
         f"pytest_add_cli_args ={lines(PYTEST_ARGS)}\n"
         f"pytest_add_cli_args_test_selection ={lines(target.tests)}\n"
         "process_isolation = forkserver\n"

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from importlib import import_module
+from io import StringIO
 
 import pytest
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.commands import flush
 from django.db import connections
+from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient, Client, RequestFactory
 
 from patient_data import append_only, epoch
+from patient_data.models import DemoPatient
 from patient_data.registry import META_KEY
 
 
@@ -154,3 +158,48 @@ def hops(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(SyncToAsync, "__call__", counting)
     return names
+
+
+# A steady patient page of the demo portal (tests/test_request_hops.py, test_prefetch.py).
+
+DEMO_PASSWORD = "hops-test-password-41"
+
+
+@pytest.fixture
+def queries(monkeypatch) -> list[str]:
+    """The table of every query run from now on, in any thread."""
+    tables: list[str] = []
+    original = CursorWrapper._execute
+
+    def recording(self, sql, *args):
+        tables.append(sql.split(" FROM ", 1)[1].split()[0] if " FROM " in sql else sql)
+        return original(self, sql, *args)
+
+    monkeypatch.setattr(CursorWrapper, "_execute", recording)
+    return tables
+
+
+@pytest.fixture
+def patient() -> DemoPatient:
+    call_command(
+        "seed_demo",
+        patients=3,
+        password=DEMO_PASSWORD,
+        staff_password=DEMO_PASSWORD,
+        stdout=StringIO(),
+    )
+    return DemoPatient.objects.order_by("patient_id").first()
+
+
+async def steady_client(patient: DemoPatient) -> tuple[AsyncClient, str]:
+    """A clinician who searched and opened ``patient`` twice: nothing left to write."""
+    client = AsyncClient()
+    assert await client.alogin(
+        request=sign_in_request(), username="clinician", password=DEMO_PASSWORD
+    )
+    await client.post("/patients/", {"patient_id": patient.patient_id})
+    results = await (await client.asession()).aget("patient_search_results")
+    url = f"/patients/{results[0]['ref']}/"
+    for _ in range(2):
+        assert (await client.get(url)).status_code == 200
+    return client, url

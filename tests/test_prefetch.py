@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.http import HttpResponse
-from django.test import AsyncClient, RequestFactory
+from django.test import RequestFactory
 from django.urls import path
 
 from patient_data import prefetch as prefetch_module
@@ -17,12 +15,11 @@ from patient_data.models import DemoPatient
 from patient_data.prefetch import VALUES_ATTR, forget, prefetch, prefetched, read_in_hop
 from patient_data.registry import META_KEY
 from patient_data.views import portal
-from tests.conftest import sign_in_request
+from tests.conftest import steady_client
+from tests.test_request_hops import PATIENT_HOP
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "prefetch-test-password-52"
-PATIENT_HOP = "_find_patient"
 SESSION_HOP = "GuardedSessionMixin._load_with_companions"
 READS: list[dict] = []
 
@@ -115,26 +112,8 @@ def test_what_the_view_left_is_dropped_with_the_response():
 # The portal's patient page, end to end.
 
 
-@pytest.fixture
-def patient() -> DemoPatient:
-    call_command(
-        "seed_demo", patients=3, password=PASSWORD, staff_password=PASSWORD, stdout=StringIO()
-    )
-    return DemoPatient.objects.order_by("patient_id").first()
-
-
-async def _opened(patient: DemoPatient) -> tuple[AsyncClient, str]:
-    client = AsyncClient()
-    assert await client.alogin(request=sign_in_request(), username="clinician", password=PASSWORD)
-    await client.post("/patients/", {"patient_id": patient.patient_id})
-    results = await (await client.asession()).aget("patient_search_results")
-    url = f"/patients/{results[0]['ref']}/"
-    assert (await client.get(url)).status_code == 200
-    return client, url
-
-
 async def test_the_patient_page_reads_its_patient_in_the_session_s_hop(patient, hops):
-    client, url = await _opened(patient)
+    client, url = await steady_client(patient)
     hops.clear()
     response = await client.get(url)
     assert response.status_code == 200
@@ -143,7 +122,7 @@ async def test_the_patient_page_reads_its_patient_in_the_session_s_hop(patient, 
 
 
 async def test_a_failing_reader_costs_its_hop_and_logs_no_value(patient, hops, caplog):
-    client, url = await _opened(patient)
+    client, url = await steady_client(patient)
 
     def failing(session_data, ref):
         raise ValueError(patient.patient_id)
@@ -161,7 +140,7 @@ async def test_a_failing_reader_costs_its_hop_and_logs_no_value(patient, hops, c
 
 
 async def test_a_patient_gone_since_the_search_is_a_404_with_or_without_the_prefetch(patient):
-    client, url = await _opened(patient)
+    client, url = await steady_client(patient)
     await DemoPatient.objects.filter(pk=patient.pk).adelete()
     assert (await client.get(url)).status_code == 404
     with pytest.MonkeyPatch.context() as patch:
@@ -169,18 +148,18 @@ async def test_a_patient_gone_since_the_search_is_a_404_with_or_without_the_pref
         assert (await client.get(url)).status_code == 404
 
 
-async def test_a_ref_of_no_search_is_a_404_and_reads_no_patient(patient, hops, queries_on_patients):
-    client, _ = await _opened(patient)
+async def test_a_ref_of_no_search_is_a_404_and_reads_no_patient(patient, hops, queries):
+    client, _ = await steady_client(patient)
     hops.clear()
-    queries_on_patients.clear()
+    queries.clear()
     assert (await client.get("/patients/" + "0" * 32 + "/")).status_code == 404
-    assert PATIENT_HOP not in hops and queries_on_patients == []
+    assert PATIENT_HOP not in hops and '"patient_data_demopatient"' not in queries
 
 
 async def test_data_cleared_after_the_load_is_not_brought_back_by_the_prefetch(patient, hops):
     """The idle timeout clears the search results after the session's load (and its read):
     the view decides from the session as it is then, and the prefetched row goes unused."""
-    client, url = await _opened(patient)
+    client, url = await steady_client(patient)
     session = await client.asession()
     meta = await session.aget(META_KEY)
     await session.aset(META_KEY, {**meta, "seen": time.time() - 31 * 60})
@@ -191,19 +170,3 @@ async def test_data_cleared_after_the_load_is_not_brought_back_by_the_prefetch(p
     assert patient.family_name not in response.content.decode()
     assert hops.count(SESSION_HOP) == 1  # the row was read with the session, then not used
     assert await (await client.asession()).aget("patient_search_results") is None
-
-
-@pytest.fixture
-def queries_on_patients(monkeypatch) -> list[str]:
-    from django.db.backends.utils import CursorWrapper
-
-    found: list[str] = []
-    original = CursorWrapper._execute
-
-    def recording(self, sql, *args):
-        if "demopatient" in sql:
-            found.append(sql)
-        return original(self, sql, *args)
-
-    monkeypatch.setattr(CursorWrapper, "_execute", recording)
-    return found

@@ -10,14 +10,11 @@ together.
 from __future__ import annotations
 
 from importlib import import_module
-from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import User
-from django.core.management import call_command
-from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from bench.settings_stock import MIDDLEWARE as DJANGO_STACK
@@ -25,12 +22,12 @@ from bench.settings_without_patient_middleware import MIDDLEWARE as WITHOUT_PATI
 from patient_data.middleware.auth import EARLY_ATTR, AuthenticationMiddleware
 from patient_data.middleware.patient_session_security import CLEARED_HEADER
 from patient_data.models import CleanupEvent, DemoPatient
-from tests.conftest import sign_in_request
+from tests.conftest import DEMO_PASSWORD as PASSWORD
+from tests.conftest import sign_in_request, steady_client
 from tests.engine_support import engine_fixture, engine_name  # noqa: F401 - the engine fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "hops-test-password-41"
 HANDLER_HOPS = ["Signal.asend.<locals>.sync_send", "HttpResponseBase.close"]
 USER_HOP = "QuerySet.get"
 PATIENT_HOP = "_find_patient"
@@ -46,40 +43,6 @@ def no_activity_write_due(settings):
     settings.PATIENT_EPOCH_CACHE_SECONDS = 3600
 
 
-@pytest.fixture
-def queries(monkeypatch) -> list[str]:
-    """The table of every query run from now on, in any thread."""
-    tables: list[str] = []
-    original = CursorWrapper._execute
-
-    def recording(self, sql, *args):
-        tables.append(sql.split(" FROM ", 1)[1].split()[0] if " FROM " in sql else sql)
-        return original(self, sql, *args)
-
-    monkeypatch.setattr(CursorWrapper, "_execute", recording)
-    return tables
-
-
-@pytest.fixture
-def patient() -> DemoPatient:
-    call_command(
-        "seed_demo", patients=3, password=PASSWORD, staff_password=PASSWORD, stdout=StringIO()
-    )
-    return DemoPatient.objects.order_by("patient_id").first()
-
-
-async def _steady_client(patient: DemoPatient) -> tuple[AsyncClient, str]:
-    """A clinician who searched and opened ``patient`` twice: nothing left to write."""
-    client = AsyncClient()
-    assert await client.alogin(request=sign_in_request(), username="clinician", password=PASSWORD)
-    await client.post("/patients/", {"patient_id": patient.patient_id})
-    results = await (await client.asession()).aget("patient_search_results")
-    url = f"/patients/{results[0]['ref']}/"
-    for _ in range(2):
-        assert (await client.get(url)).status_code == 200
-    return client, url
-
-
 async def _page(client: AsyncClient, url: str, queries: list[str]) -> tuple[list[str], object]:
     queries.clear()
     response = await client.get(url)
@@ -90,7 +53,7 @@ async def _page(client: AsyncClient, url: str, queries: list[str]) -> tuple[list
 async def test_a_steady_patient_page_hops_only_for_the_handler_and_its_queries(
     patient, hops, queries
 ):
-    client, url = await _steady_client(patient)
+    client, url = await steady_client(patient)
     hops.clear()
     tables, response = await _page(client, url, queries)
     assert response["X-Patient-Data-Page"] == "true"
@@ -102,7 +65,7 @@ async def test_a_steady_patient_page_hops_only_for_the_handler_and_its_queries(
 
 async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops, queries):
     with override_settings(MIDDLEWARE=DJANGO_STACK):
-        client, url = await _steady_client(patient)
+        client, url = await steady_client(patient)
         hops.clear()
         tables, _ = await _page(client, url, queries)
     assert len(tables) == 3
@@ -114,7 +77,7 @@ async def test_django_s_own_middleware_classes_hop_for_every_hook(patient, hops,
 
 
 async def test_the_patient_middlewares_add_no_query_and_no_hop(patient, hops, queries):
-    client, url = await _steady_client(patient)
+    client, url = await steady_client(patient)
     hops.clear()
     with_them, _ = await _page(client, url, queries)
     hops_with_them = list(hops)
@@ -130,7 +93,7 @@ async def test_the_patient_middlewares_add_no_query_and_no_hop(patient, hops, qu
 
 async def test_a_post_still_hops_for_csrf_s_view_check(patient, hops):
     """An unsafe method may parse the body and render the failure view: not in the loop."""
-    client, _ = await _steady_client(patient)
+    client, _ = await steady_client(patient)
     hops.clear()
     response = await client.post("/patients/", {"patient_id": patient.patient_id})
     assert response.status_code == 302
@@ -150,7 +113,7 @@ def test_the_sync_stack_reads_the_user_once(patient, queries):
 
 
 async def test_a_sync_view_after_the_async_middleware_reuses_the_user(patient, queries):
-    client, _ = await _steady_client(patient)
+    client, _ = await steady_client(patient)
     queries.clear()
     response = await client.get("/_test/whoami/")
     assert response.json() == {"authenticated": True}
@@ -173,7 +136,7 @@ async def _after(change, patient: DemoPatient, middleware: list[str] | None) -> 
     """What a steady patient page answers after ``change``, under ``middleware`` (the
     project's when None): status, redirect, cleared reason, cookie sent, cleanup events."""
     with override_settings(MIDDLEWARE=middleware or settings.MIDDLEWARE):
-        client, url = await _steady_client(patient)
+        client, url = await steady_client(patient)
         before = await _events()
         await change()
         response = await client.get(url)
@@ -212,7 +175,7 @@ async def test_the_early_user_answers_as_django_s_own_call(patient, change):
 
 async def test_a_rotated_secret_still_cycles_the_session_key(patient):
     """A hash made with a fallback secret: Django cycles the key and re-stamps the hash."""
-    client, url = await _steady_client(patient)
+    client, url = await steady_client(patient)
     old_key = client.cookies[settings.SESSION_COOKIE_NAME].value
     with override_settings(
         SECRET_KEY=f"rotated-{settings.SECRET_KEY}", SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]
@@ -225,7 +188,7 @@ async def test_a_rotated_secret_still_cycles_the_session_key(patient):
 
 
 async def test_the_early_user_is_not_used_once_the_session_names_another(patient):
-    client, _ = await _steady_client(patient)
+    client, _ = await steady_client(patient)
     other = await User.objects.acreate_user("other-clinician", password=PASSWORD)
     request = RequestFactory().get("/")
     request.session = import_module(settings.SESSION_ENGINE).SessionStore(
@@ -242,7 +205,7 @@ async def test_the_early_user_is_not_used_once_the_session_names_another(patient
 async def test_every_engine_whose_load_hops_reads_the_user_in_that_hop(engine, patient, hops):
     """``db``, ``cache``, ``cached_db``: the user and the patient ride the session's hop.
     ``file`` and ``signed_cookies`` load in the loop (Django's ``aload``): each keeps its own."""
-    client, url = await _steady_client(patient)
+    client, url = await steady_client(patient)
     hops.clear()
     assert (await client.get(url)).status_code == 200
     shared = engine_name(engine) in {"db", "cache", "cached_db"}

@@ -1,0 +1,201 @@
+"""Several events in one send (``events.together``, ``monitor.layers`` ``group_sends``): an HTTP
+cleanup's ``session.cleared`` and ``session.activity`` go out together, in their order, in two
+Redis round trips instead of four."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
+from django.conf import settings
+
+from monitor import layers
+from patient_data import events
+from patient_data.conf import conf
+from tests.live_support import (
+    monitor_socket,
+    rewrite,
+    scanned_frames,  # noqa: F401 - fixture
+    session_socket,
+    signed_in,
+    staff_user,
+)
+
+on_redis = pytest.mark.skipif(
+    not settings.REDIS_URL, reason="REDIS_URL not set: the in-memory layer is in use"
+)
+
+
+@pytest.fixture
+async def layer():
+    """A new layer of the configured backend, in this test's event loop."""
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    yield layer
+    if hasattr(layer, "close_pools"):
+        await layer.close_pools()
+
+
+@pytest.fixture
+def scripts(monkeypatch) -> list[str]:
+    """The channel layer's Redis scripts run (each one round trip to its server)."""
+    calls: list[str] = []
+    for name in ("_members_script", "_send_script"):
+        script = getattr(layers, name)
+
+        async def counted(*args, _script=script, _name=name, **kwargs):
+            calls.append(_name)
+            return await _script(*args, **kwargs)
+
+        monkeypatch.setattr(layers, name, counted)
+    return calls
+
+
+async def _joined(layer, *groups: str) -> str:
+    channel = await layer.new_channel()
+    for group in groups:
+        await layer.group_add(group, channel)
+    return channel
+
+
+async def _received(layer, channel: str, count: int) -> list[dict]:
+    return [await asyncio.wait_for(layer.receive(channel), timeout=5) for _ in range(count)]
+
+
+@on_redis
+async def test_two_messages_to_two_groups_are_two_round_trips(layer, scripts):
+    staff, session = f"staff-{uuid.uuid4().hex}", f"patient-session.{uuid.uuid4().hex}"
+    watcher, tab = await _joined(layer, staff), await _joined(layer, session)
+    first, second = {"type": "first"}, {"type": "second"}
+    await layer.group_sends([([staff, session], first), ([staff, session], second)])
+    assert scripts == ["_members_script", "_send_script"]
+    for channel in (watcher, tab):
+        assert await _received(layer, channel, 2) == [first, second]
+
+
+@on_redis
+async def test_every_channel_gets_the_messages_in_the_order_given(layer):
+    """Under one score a channel's messages would come in the order of their random prefixes
+    (channels-redis' serializer): half the time the wrong one."""
+    staff, session = f"staff-{uuid.uuid4().hex}", f"patient-session.{uuid.uuid4().hex}"
+    watcher = await _joined(layer, staff)
+    tabs = [await _joined(layer, session) for _ in range(2)]
+    both = await _joined(layer, staff, session)  # gets each message twice, as group_send would
+    for round_ in range(20):
+        sends = [([staff, session], {"type": kind, "n": round_}) for kind in ("a", "b", "c")]
+        await layer.group_sends(sends)
+        for channel in (watcher, *tabs):
+            kinds = [message["type"] for message in await _received(layer, channel, 3)]
+            assert kinds == ["a", "b", "c"]
+        kinds = [message["type"] for message in await _received(layer, both, 6)]
+        assert kinds == ["a", "a", "b", "b", "c", "c"]
+
+
+async def _published_together() -> tuple[list[dict], list[dict]]:
+    """A cleared event and an activity published in one ``together``: what the staff group
+    and the session's group received."""
+    layer = get_channel_layer()
+    ref = f"ref{uuid.uuid4().hex}"
+    staff = await _joined(layer, conf.PATIENT_EVENT_GROUP)
+    tab = await _joined(layer, events.session_group(ref))
+    try:
+        async with events.together():
+            assert await events.apublish({"session_ref": ref, "items_cleared": 3})
+            await events._asend(*_activity_send(ref))
+        return await _received(layer, staff, 2), await _received(layer, tab, 2)
+    finally:
+        await layer.group_discard(conf.PATIENT_EVENT_GROUP, staff)
+
+
+def _activity_send(ref: str) -> tuple[list[str], dict]:
+    event = {"session_ref": ref, "seen": time.time()}
+    return events._groups(ref), {"type": events.ACTIVITY_TYPE, "event": event}
+
+
+@pytest.mark.usefixtures("scanned_frames")
+async def test_events_published_together_arrive_in_their_order():
+    """On whichever layer is configured (the in-memory one has no ``group_sends``: one
+    message after the other)."""
+    for received in await _published_together():
+        assert [message["type"] for message in received] == [
+            events.EVENT_TYPE,
+            events.ACTIVITY_TYPE,
+        ]
+
+
+@pytest.mark.usefixtures("scanned_frames")
+async def test_events_published_together_are_one_send(monkeypatch):
+    sent: list[list] = []
+    send_all = events._asend_all
+
+    async def recorded(sends):
+        sent.append([message["type"] for _, message in sends])
+        return await send_all(sends)
+
+    monkeypatch.setattr(events, "_asend_all", recorded)
+    await _published_together()
+    assert sent == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
+
+
+@on_redis
+@pytest.mark.usefixtures("scanned_frames")
+async def test_events_published_together_are_two_round_trips_on_redis(scripts):
+    await _published_together()
+    assert scripts == ["_members_script", "_send_script"]
+
+
+@pytest.mark.usefixtures("scanned_frames")
+async def test_what_was_published_goes_out_when_the_block_raises():
+    layer = get_channel_layer()
+    ref = f"ref{uuid.uuid4().hex}"
+    tab = await _joined(layer, events.session_group(ref))
+    with pytest.raises(RuntimeError):
+        async with events.together():
+            await events.apublish({"session_ref": ref, "items_cleared": 1})
+            raise RuntimeError("after the cleanup")
+    assert (await _received(layer, tab, 1))[0]["type"] == events.EVENT_TYPE
+
+
+@pytest.mark.usefixtures("scanned_frames")
+async def test_a_nested_block_sends_with_the_outer_one(monkeypatch):
+    sent: list[int] = []
+    send_all = events._asend_all
+
+    async def recorded(sends):
+        sent.append(len(sends))
+        return await send_all(sends)
+
+    monkeypatch.setattr(events, "_asend_all", recorded)
+    async with events.together():
+        async with events.together():
+            await events.apublish({"session_ref": "inner", "items_cleared": 1})
+        assert sent == []
+        await events.apublish({"session_ref": "outer", "items_cleared": 1})
+    await events.apublish({"session_ref": "after", "items_cleared": 1})
+    assert sent == [2, 1]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("scanned_frames")
+async def test_an_http_cleanup_sends_its_cleared_event_and_activity_at_once(clinician, monkeypatch):
+    client = await signed_in(clinician)
+    staff = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
+    socket = await session_socket(client)
+    await rewrite(client, seen=time.time() - 60)  # the click's activity is due
+    sent: list[list] = []
+    send_all = events._asend_all
+
+    async def recorded(sends):
+        sent.append([message["type"] for _, message in sends])
+        return await send_all(sends)
+
+    monkeypatch.setattr(events, "_asend_all", recorded)
+    assert (await client.post("/api/clear-patient-session/")).status_code == 200
+    assert sent == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
+    for receiver in (socket, staff):
+        await receiver.expect("session.cleared")  # (presence frames of the connects first)
+        assert (await receiver.next())["type"] == "session.activity"
+    await socket.close()
+    await staff.close()

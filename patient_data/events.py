@@ -49,8 +49,15 @@ def session_group(ref: str) -> str:
 
 Send = tuple[list[str], dict[str, Any]]
 
-#: The sends held back by the innermost open :func:`together`, if any.
-_held: ContextVar[list[Send] | None] = ContextVar("patient_data.events.held", default=None)
+
+class _Held(list):
+    """The sends an open :func:`together` holds back; closed once it sends them (a task
+    started inside the block keeps a copy of the context: its later publishes go at once)."""
+
+    open = True
+
+
+_held: ContextVar[_Held | None] = ContextVar("patient_data.events.held", default=None)
 
 
 @contextlib.asynccontextmanager
@@ -58,22 +65,24 @@ async def together() -> AsyncIterator[None]:
     """Hold the events published inside back, and send them at the end in one send, in
     their order (also when the block raises: what was published has happened). A publish
     inside answers True once held. Nested: the outermost block sends."""
-    if _held.get() is not None:
+    outer = _held.get()
+    if outer is not None and outer.open:
         yield
         return
-    held: list[Send] = []
+    held = _Held()
     token = _held.set(held)
     try:
         yield
     finally:
         _held.reset(token)
+        held.open = False
         if held:
             await _asend_all(held)
 
 
 async def _asend(groups: Iterable[str], message: dict[str, Any]) -> bool:
     held = _held.get()
-    if held is not None:
+    if held is not None and held.open:
         held.append((list(groups), message))
         return True
     return await _asend_all([(list(groups), message)])

@@ -199,3 +199,23 @@ async def test_an_http_cleanup_sends_its_cleared_event_and_activity_at_once(clin
         assert (await receiver.next())["type"] == "session.activity"
     await socket.close()
     await staff.close()
+
+
+@pytest.mark.usefixtures("scanned_frames")
+async def test_a_task_started_inside_the_block_publishes_at_once_after_it():
+    """A task keeps a copy of the context it was started in: a publish of it after the
+    block's send is not held back for good."""
+    layer = get_channel_layer()
+    ref = f"ref{uuid.uuid4().hex}"
+    tab = await _joined(layer, events.session_group(ref))
+    go = asyncio.Event()
+
+    async def later() -> bool:
+        await go.wait()
+        return await events.apublish({"session_ref": ref, "items_cleared": 2})
+
+    async with events.together():
+        task = asyncio.ensure_future(later())
+    go.set()
+    assert await task
+    assert (await _received(layer, tab, 1))[0]["event"]["items_cleared"] == 2

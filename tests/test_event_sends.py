@@ -15,14 +15,8 @@ from django.conf import settings
 from monitor import layers
 from patient_data import events
 from patient_data.conf import conf
-from tests.live_support import (
-    monitor_socket,
-    rewrite,
-    scanned_frames,  # noqa: F401 - fixture
-    session_socket,
-    signed_in,
-    staff_user,
-)
+from tests import live_support as live
+from tests.live_support import scanned_frames  # noqa: F401 - fixture
 
 on_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="REDIS_URL not set: the in-memory layer is in use"
@@ -51,6 +45,20 @@ def scripts(monkeypatch) -> list[str]:
 
         monkeypatch.setattr(layers, name, counted)
     return calls
+
+
+@pytest.fixture
+def sends(monkeypatch) -> list[list[str]]:
+    """The message types of each send the events module makes from now on."""
+    sent: list[list[str]] = []
+    send_all = events._asend_all
+
+    async def recorded(held):
+        sent.append([message["type"] for _, message in held])
+        return await send_all(held)
+
+    monkeypatch.setattr(events, "_asend_all", recorded)
+    return sent
 
 
 async def _joined(layer, *groups: str) -> str:
@@ -126,17 +134,9 @@ async def test_events_published_together_arrive_in_their_order():
 
 
 @pytest.mark.usefixtures("scanned_frames")
-async def test_events_published_together_are_one_send(monkeypatch):
-    sent: list[list] = []
-    send_all = events._asend_all
-
-    async def recorded(sends):
-        sent.append([message["type"] for _, message in sends])
-        return await send_all(sends)
-
-    monkeypatch.setattr(events, "_asend_all", recorded)
+async def test_events_published_together_are_one_send(sends):
     await _published_together()
-    assert sent == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
+    assert sends == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
 
 
 @on_redis
@@ -159,41 +159,27 @@ async def test_what_was_published_goes_out_when_the_block_raises():
 
 
 @pytest.mark.usefixtures("scanned_frames")
-async def test_a_nested_block_sends_with_the_outer_one(monkeypatch):
-    sent: list[int] = []
-    send_all = events._asend_all
-
-    async def recorded(sends):
-        sent.append(len(sends))
-        return await send_all(sends)
-
-    monkeypatch.setattr(events, "_asend_all", recorded)
+async def test_a_nested_block_sends_with_the_outer_one(sends):
     async with events.together():
         async with events.together():
             await events.apublish({"session_ref": "inner", "items_cleared": 1})
-        assert sent == []
+        assert sends == []
         await events.apublish({"session_ref": "outer", "items_cleared": 1})
     await events.apublish({"session_ref": "after", "items_cleared": 1})
-    assert sent == [2, 1]
+    assert [len(types) for types in sends] == [2, 1]
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("scanned_frames")
-async def test_an_http_cleanup_sends_its_cleared_event_and_activity_at_once(clinician, monkeypatch):
-    client = await signed_in(clinician)
-    staff = await monitor_socket(await signed_in(await staff_user(), patient_data=False))
-    socket = await session_socket(client)
-    await rewrite(client, seen=time.time() - 60)  # the click's activity is due
-    sent: list[list] = []
-    send_all = events._asend_all
-
-    async def recorded(sends):
-        sent.append([message["type"] for _, message in sends])
-        return await send_all(sends)
-
-    monkeypatch.setattr(events, "_asend_all", recorded)
+async def test_an_http_cleanup_sends_its_cleared_event_and_activity_at_once(clinician, sends):
+    client = await live.signed_in(clinician)
+    staff_client = await live.signed_in(await live.staff_user(), patient_data=False)
+    staff = await live.monitor_socket(staff_client)
+    socket = await live.session_socket(client)
+    await live.rewrite(client, seen=time.time() - 60)  # the click's activity is due
+    sends.clear()  # (the connects' presence events)
     assert (await client.post("/api/clear-patient-session/")).status_code == 200
-    assert sent == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
+    assert sends == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
     for receiver in (socket, staff):
         await receiver.expect("session.cleared")  # (presence frames of the connects first)
         assert (await receiver.next())["type"] == "session.activity"

@@ -12,6 +12,8 @@ remove, in this process, CPU and wall per repetition (median of rounds):
   connection;
 - ``session row``: that first query alone, as the ORM's ``get`` (Django's engine) and as the
   guarded engine reads it (``patient_data.sessions.db.RowRead``);
+- ``user``: the request's user from its loaded session, session hash verified, by Django's
+  ``auth.get_user`` (the ORM's ``get``) and by ``patient_data.rows.verified_user``;
 - ``session blob decode``: the signature check and JSON of the stored session (its load);
 - ``user's session hash``: the HMAC Django compares with the session's (auth's verification);
 - ``conf reads``: the ten ``patient_data.conf`` settings reads a request makes at most;
@@ -76,6 +78,7 @@ def measure(options: argparse.Namespace) -> None:
     django.setup()
     from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
     from django.conf import settings
+    from django.contrib import auth
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.models import Session
     from django.db import connection
@@ -84,6 +87,7 @@ def measure(options: argparse.Namespace) -> None:
     from django.test import Client, RequestFactory
     from django.utils import timezone
 
+    from patient_data import rows
     from patient_data.conf import conf
     from patient_data.middleware.patient_session_security import (
         PatientSessionCleanupMiddleware,
@@ -121,6 +125,13 @@ def measure(options: argparse.Namespace) -> None:
     blob = Session.objects.get(session_key=session_key).session_data
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     user = get_user_model().objects.get(pk=user_pk)
+
+    signed_in = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    signed_in.items()  # loaded once: the parts below read the user only
+
+    class _Request:
+        def __init__(self, session: object) -> None:
+            self.session = session
 
     def conf_reads() -> None:
         for _ in range(10):
@@ -196,6 +207,8 @@ def measure(options: argparse.Namespace) -> None:
         "session row: the engine's read": lambda: store.__class__(
             session_key
         )._get_session_from_db(),
+        "user: Django's get_user": lambda: auth.get_user(_Request(signed_in)),
+        "user: patient_data.rows": lambda: rows.verified_user(_Request(signed_in)),
         "request context, no hop": hops(0),
         "request context, 1 hop": hops(1),
         "request context, 5 hops": hops(5),

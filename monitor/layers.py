@@ -14,7 +14,9 @@ Every live event goes to two groups (the staff monitor's and the session's). cha
 channels' old messages, the capacity-checked send); :meth:`group_send_many` does what one
 ``group_send`` per group does, in two round trips (two Lua scripts) per Redis server for all
 the groups: the same message format (channels-redis' own serializer and per-key
-``__asgi_channel__`` lists), capacity, message and group expiry.
+``__asgi_channel__`` lists), capacity, message and group expiry. :meth:`group_sends` sends
+several messages so (an HTTP cleanup's ``session.cleared`` and ``session.activity``), still in
+two round trips, each channel getting them in the order given.
 
 Every message a process receives (its sockets' frames, whatever their group) comes off one
 queue, the process's channel. channels-redis takes them one at a time, in four round trips
@@ -60,21 +62,21 @@ return found
 """
 
 #: KEYS: channel keys (a key twice when two groups reach it: two messages, as two
-#: group_sends would). ARGV: the messages, their capacities, then now, the expiry, and the
-#: score below which a channel's messages have expired. channels-redis' send script, with
-#: its expiry pipeline folded in.
+#: group_sends would). ARGV: the messages, their capacities, their scores (the send's time,
+#: later for a later message of the same call), then the expiry, and the score below which a
+#: channel's messages have expired. channels-redis' send script, with its expiry pipeline
+#: folded in.
 SEND_LUA = b"""
 local n = #KEYS
-local now = ARGV[2 * n + 1]
-local expiry = ARGV[2 * n + 2]
-local expired = ARGV[2 * n + 3]
+local expiry = ARGV[3 * n + 1]
+local expired = ARGV[3 * n + 2]
 for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, expired)
 end
 local over_capacity = 0
 for i = 1, n do
     if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
-        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('ZADD', KEYS[i], ARGV[2 * n + i], ARGV[i])
         redis.call('EXPIRE', KEYS[i], expiry)
     else
         over_capacity = over_capacity + 1
@@ -110,6 +112,12 @@ RENEW_CHUNK = 500
 
 #: The pump's pause before it tries a failed take once more.
 RETRY_PAUSE = 0.1
+
+#: How much later the score of each next message of one :meth:`group_sends` is. A channel
+#: takes its messages lowest score first, and channels-redis' serializer starts each with
+#: random bytes: under one score two messages would come in a random order. A few ulps of
+#: ``time.time()`` (2.4e-7 s until 2038), far below the time between two calls.
+ORDER_STEP = 1e-6
 
 #: Sent by SHA (EVALSHA), loaded again when the server does not know it (a restart).
 _members_script = AsyncScript(None, MEMBERS_LUA)
@@ -263,20 +271,30 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
 
     async def group_send_many(self, groups: Sequence[str], message: dict[str, Any]) -> None:
         """``group_send(group, message)`` for each of ``groups``, in two round trips per server."""
-        members = await self._members(groups)
-        sends: dict[int, list[tuple[bytes, bytes, int]]] = collections.defaultdict(list)
-        for channel_names in members:
-            by_connection, messages, capacities = self._map_channel_keys_to_connection(
-                channel_names, message
-            )
-            for index, keys in by_connection.items():
-                sends[index] += [(key, messages[key], capacities[key]) for key in keys]
-        over = await asyncio.gather(*(self._send(index, items) for index, items in sends.items()))
+        await self.group_sends([(groups, message)])
+
+    async def group_sends(self, sends: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
+        """:meth:`group_send_many` of each ``(groups, message)``, all in two round trips per
+        server (each group's members read once): every channel gets the messages in the
+        order of ``sends``."""
+        groups = list(dict.fromkeys(group for send_groups, _ in sends for group in send_groups))
+        members = dict(zip(groups, await self._members(groups), strict=True))
+        items: dict[int, list[tuple[bytes, bytes, int, float]]] = collections.defaultdict(list)
+        now = time.time()
+        for position, (send_groups, message) in enumerate(sends):
+            score = now + position * ORDER_STEP
+            for group in send_groups:
+                by_connection, messages, capacities = self._map_channel_keys_to_connection(
+                    members[group], message
+                )
+                for index, keys in by_connection.items():
+                    items[index] += [(key, messages[key], capacities[key], score) for key in keys]
+        over = await asyncio.gather(*(self._send(index, sent) for index, sent in items.items()))
         if sum(over):
             logger.info(
                 "%s of %s channels over capacity in groups %s",
                 sum(over),
-                sum(len(names) for names in members),
+                sum(len(sent) for sent in items.values()),
                 ", ".join(groups),
             )
 
@@ -299,12 +317,11 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
                 found[position] = [name.decode("utf8") for name in names]
         return found
 
-    async def _send(self, index: int, items: list[tuple[bytes, bytes, int]]) -> int:
-        keys = [key for key, _, _ in items]
-        args = [*(msg for _, msg, _ in items), *(capacity for _, _, capacity in items)]
-        now = time.time()
-        args += [now, self.expiry, int(now) - int(self.expiry)]
-        return await _send_script(keys, args, client=self.connection(index))
+    async def _send(self, index: int, items: list[tuple[bytes, bytes, int, float]]) -> int:
+        keys, messages, capacities, scores = zip(*items, strict=True)
+        expired = int(time.time()) - int(self.expiry)
+        args = [*messages, *capacities, *scores, self.expiry, expired]
+        return await _send_script(list(keys), args, client=self.connection(index))
 
 
 class _Failed:

@@ -234,6 +234,8 @@ STATICFILES_DIRS: list = [BASE_DIR / "static"]
 if (_bootstrap := packaged_bootstrap_dir()) is not None:
     STATICFILES_DIRS.append(("vendor/bootstrap", _bootstrap))
 SERVE_STATIC = env_bool("NCP_SERVE_STATIC", True)
+# The objects of the server's start moved out of the garbage collector's walks (ncp_asgi/asgi.py).
+NCP_GC_FREEZE_AT_START = env_bool("NCP_GC_FREEZE_AT_START", True)
 
 
 def _minutes(name: str, default: int) -> int:

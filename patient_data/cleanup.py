@@ -272,7 +272,8 @@ async def alog_out_ended(target: Any) -> None:
 def _announce(cleanup: Cleanup, held_login: bool, *, recorded: bool = False) -> None:
     if not recorded and _ends_something(cleanup, held_login):
         audit.record(cleanup)
-    patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
+    if patient_session_cleared.has_listeners(Cleanup):  # else no asdict (a deep copy)
+        patient_session_cleared.send(sender=Cleanup, **asdict(cleanup))
     events.publish(cleanup.as_event())
     logger.debug("Cleanup %s/%s: %d items.", cleanup.reason, cleanup.source, cleanup.items_cleared)
 
@@ -280,7 +281,8 @@ def _announce(cleanup: Cleanup, held_login: bool, *, recorded: bool = False) -> 
 async def _aannounce(cleanup: Cleanup, held_login: bool, *, recorded: bool = False) -> None:
     if not recorded and _ends_something(cleanup, held_login):
         await audit.arecord(cleanup)
-    await patient_session_cleared.asend(sender=Cleanup, **asdict(cleanup))
+    if patient_session_cleared.has_listeners(Cleanup):
+        await patient_session_cleared.asend(sender=Cleanup, **asdict(cleanup))
     await events.apublish(cleanup.as_event())
     logger.debug("Cleanup %s/%s: %d items.", cleanup.reason, cleanup.source, cleanup.items_cleared)
 

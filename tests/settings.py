@@ -25,3 +25,5 @@ PATIENT_EPOCH_CACHE_SECONDS = 0.2
 # The local-memory cache lives as long as the test process and every test client calls from
 # 127.0.0.1: a per-address cleanup limit would count the whole suite. Its tests turn it on.
 PATIENT_CLEANUP_RATE_PER_ADDRESS = 0
+# The suite imports the ASGI application into its own process: its objects stay collectable.
+NCP_GC_FREEZE_AT_START = False

@@ -361,3 +361,38 @@ def test_the_audit_chain_is_locked_last_in_the_cleanups_one_transaction():
 
 def _a_cleanup() -> cleanup.Cleanup:
     return cleanup.Cleanup("clear_patient_data", "manual_cleanup", "api", 1, ("x",), "r" * 32)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_signal_s_arguments_are_built_only_for_receivers(kind, monkeypatch):
+    """``asdict`` (a deep copy of the cleanup) is no part of a cleanup nobody listens to."""
+    from patient_data.signals import patient_session_cleared
+
+    built: list[cleanup.Cleanup] = []
+    asdict = cleanup.asdict
+
+    def counted(value):
+        built.append(value)
+        return asdict(value)
+
+    monkeypatch.setattr(cleanup, "asdict", counted)
+    clear = (
+        cleanup.clear_patient_session_data
+        if kind == "sync"
+        else async_to_sync(cleanup.aclear_patient_session_data)
+    )
+    assert not patient_session_cleared.has_listeners(cleanup.Cleanup)
+    assert clear(_session_with_patient_data()) == 2
+    assert built == []
+    received: list[dict] = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    patient_session_cleared.connect(receiver)
+    try:
+        assert clear(_session_with_patient_data()) == 2
+    finally:
+        patient_session_cleared.disconnect(receiver)
+    assert len(built) == 1
+    assert [kwargs["items_cleared"] for kwargs in received] == [2]

@@ -149,3 +149,31 @@ def test_missing_security_middleware_is_reported_by_path_or_subclass(settings):
     assert [w.id for w in checks.check_required_middleware()] == ["patient_data.W063"]
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]
     assert checks.check_required_middleware() == []
+
+
+FREEZE_COUNT = (
+    "import gc; before = gc.get_freeze_count(); import ncp_asgi.asgi; "
+    "print(gc.get_freeze_count() - before)"
+)
+
+
+def _frozen_after_import(tmp_path: Path, **env: str) -> int:
+    """How many more objects ``gc.freeze`` holds once a server process has imported the
+    application (the interpreter starts with a few frozen)."""
+    inherited = {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+    clean = {k: v for k, v in os.environ.items() if k not in inherited}
+    result = subprocess.run(
+        [sys.executable, "-c", FREEZE_COUNT],
+        cwd=ROOT,
+        env={**clean, **PROD_ENV, "NCP_VAR_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout)
+
+
+def test_the_server_s_start_up_objects_are_frozen_unless_turned_off(tmp_path):
+    assert _frozen_after_import(tmp_path) > 10_000  # the default
+    assert _frozen_after_import(tmp_path, NCP_GC_FREEZE_AT_START="0") == 0

@@ -8,6 +8,7 @@ from django.contrib.sessions.backends.db import SessionStore as DjangoSessionSto
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
+from patient_data.rows import converted
 from patient_data.sessions.base import GuardedSessionMixin
 
 
@@ -47,14 +48,7 @@ class RowRead:
         if row is None:
             self._session_key = None
             return None
-        values = [self.session_key]
-        for value, column in zip(row, columns, strict=True):
-            # What the ORM's compiler applies: the backend's converters, then the field's.
-            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(
-                connection
-            ):
-                value = convert(value, column, connection)
-            values.append(value)
+        values = [self.session_key, *converted(connection, columns, row)]
         return model.from_db(using, [key.attname, *(field.attname for field in fields)], values)
 
     async def _aget_session_from_db(self) -> Any:

@@ -148,11 +148,12 @@ async def clear_patient_session(request: HttpRequest) -> JsonResponse:
     # The click is activity: stamped before the cleanup, the cleanup's own write carries it,
     # and the middleware finds nothing left to write after the view (no second save).
     seen = await astamp_activity(request)
-    items = await cleanup.aclear_patient_session_data(
-        request, reason=reason, source="api", actor=await request.auser()
-    )
-    if seen is not None:
-        await events.apublish_activity(request.session.session_key, seen)
+    async with events.together():  # the cleared event and the activity: one send, in order
+        items = await cleanup.aclear_patient_session_data(
+            request, reason=reason, source="api", actor=await request.auser()
+        )
+        if seen is not None:
+            await events.apublish_activity(request.session.session_key, seen)
     logger.info(
         "Manual patient session cleanup requested by user %s: %d items cleared",
         await _username(request),

@@ -7,13 +7,16 @@ import pytest
 from django.contrib.sessions.models import Session
 
 from patient_data.bulk import indexed
+from patient_data.bulk.sweep import Sweep
 from patient_data.models import PatientSessionState
 from tests.bulk_support import (
     engine_fixture,  # noqa: F401 - the "engine" fixture
     load,
+    login,
     make_session,
     run,
     snapshot,
+    tamper,
 )
 
 ROUTINE = "cleanup_patient_sessions"
@@ -106,3 +109,49 @@ def test_a_dry_full_sweep_neither_repairs_nor_vouches_for_the_index(engine, clin
     assert code == 0
     assert snapshot(engine) == before
     assert not indexed.trusted()
+
+
+def _rewrite(engine, key: str, data: dict, user=None) -> None:
+    """Store ``data`` as session ``key`` the way a writer bypassing the index would."""
+    store = engine.SessionStore(key)
+    store._session_cache = dict(data)
+    if user is not None:
+        login(store, user)
+    store.save_unguarded()
+
+
+@engines
+def test_a_full_sweep_indexes_sessions_changed_under_it_as_re_read(engine, clinician, monkeypatch):
+    """Sessions to clean that such a writer changed between the sweep's read and its write:
+    after the compare-and-set conflict the index follows what was re-read, not the page."""
+    emptied, deleted, signed_in, filled = (make_session(engine) for _ in range(4))
+    data = {key: load(engine, key) for key in (emptied, signed_in, filled)}
+    tamper(engine, filled)  # undecodable, holding nothing: to be removed (--force)
+    _forget_the_index()
+    original, changed = Sweep._write, []
+
+    def change_them_first(self, plans):
+        if not changed:
+            changed.append(True)
+            _rewrite(engine, emptied, {"note": data[emptied]["note"]})
+            engine.SessionStore(deleted).delete()
+            _rewrite(  # one patient key less, signed in: kept
+                engine,
+                signed_in,
+                {k: v for k, v in data[signed_in].items() if k != "patient_cda_SYNTH42"},
+                clinician,
+            )
+            _rewrite(engine, filled, data[filled], clinician)
+        return original(self, plans)
+
+    monkeypatch.setattr(Sweep, "_write", change_them_first)
+    code, out = run(FULL, "--force")
+    assert code == 0, out
+    assert changed
+    rows = PatientSessionState.objects.filter(items__gt=0, session_key__isnull=False)
+    indexed_now = {row.session_key: row for row in rows}
+    assert set(indexed_now) == {signed_in, filled}
+    assert indexed_now[signed_in].items == 1
+    assert indexed_now[signed_in].user_id == str(clinician.pk)
+    assert indexed_now[filled].items == 2
+    assert "patient_summary" in load(engine, signed_in)  # kept: signed in now

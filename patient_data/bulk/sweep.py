@@ -310,14 +310,23 @@ class Sweep:
         return done, len(plans)
 
     def _reread(self, keys: list[str]) -> list[_Plan]:
-        """Decide again for sessions that changed under the sweep (gone ones are done)."""
+        """Decide again for sessions that changed under the sweep (gone ones are done).
+
+        What the page's sessions hold (``_holding``, which a full sweep indexes) follows the
+        re-read: a session gone or holding no patient data any more is not indexed, one
+        holding some now is indexed with what it holds now.
+        """
         if not keys:
             return []
+        for key in keys:
+            self._holding.pop(key, None)
         found = []
         for stored in self.backend.fetch(keys).values():
             decoded = self._decode(stored)
             if decoded is not None:
                 found.append((stored, *decoded))
+                if decoded[1]:
+                    self._holding[stored.key] = decoded[0]
         return self._plans(found)
 
     @staticmethod

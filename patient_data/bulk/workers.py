@@ -1,16 +1,17 @@
 """Key-range partitions of a sweep over worker processes (database backends).
 
-The command's process cuts the session table into key ranges at keys read from its key index
-(every ``PAGES_PER_RANGE`` pages, in the database's own order, so the ranges cover every key
-exactly once whatever the collation), forks ``workers - 1`` processes and sweeps alongside
-them. Each process takes the next range from a shared queue and sweeps it page by page with
-its own database connection, exactly as one process would: the same decisions, the same
-compare-and-set writes under bumped generations, one audit row per cleanup, one transaction
-per page. What only the command's process may do (the progress bar, verbose lines, the
-cleanup signal, events for the live monitor) is handed back to it as it happens; the counts
-are added up at the end. A worker never touches the channel layer or ``async_to_sync``: the
-command's process may hold threads and event-loop state (its epoch event went out before the
-fork) that a forked child does not get.
+The command's process cuts the session table into key ranges of about ``PAGES_PER_RANGE``
+pages (``boundaries``: on PostgreSQL at quantiles of a sample of the table, elsewhere at keys
+read from its key index; ordered by the database, the first range open at the bottom and the
+last at the top, so the ranges cover every key exactly once whatever the collation), forks
+``workers - 1`` processes and sweeps alongside them. Each process takes the next range from a
+shared queue and sweeps it page by page with its own database connection, exactly as one
+process would: the same decisions, the same compare-and-set writes under bumped generations,
+one audit row per cleanup, one transaction per page. What only the command's process may do
+(the progress bar, verbose lines, the cleanup signal, events for the live monitor) is handed
+back to it as it happens; the counts are added up at the end. A worker never touches the
+channel layer or ``async_to_sync``: the command's process may hold threads and event-loop
+state (its epoch event went out before the fork) that a forked child does not get.
 
 A sweep runs in one process when forking cannot help or cannot be done safely: one worker
 asked, a backend that is not a database table, a routine sweep of the index, no ``fork`` on

@@ -28,7 +28,7 @@ from tests.live_support import (
     signed_in,
     staff_user,
 )
-from tests.test_request_hops import HANDLER_HOPS, SESSION_AND_USER_HOP, queries  # noqa: F401
+from tests.test_request_hops import HANDLER_HOPS, SESSION_AND_USER_HOP
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("scanned_frames")]
 
@@ -45,7 +45,7 @@ def epoch_stays_cached(settings):
 
 
 @pytest.fixture
-def persist_marked(monkeypatch, queries):  # noqa: F811 - the fixture imported above
+def persist_marked(monkeypatch, queries):
     """``queries``, with the cleanup's own write between two markers."""
     original = cleanup._persist
 

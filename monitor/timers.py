@@ -2,11 +2,13 @@
 
 The timer sleeps until the next deadline of ``policy.deadlines`` (minus the warning), then
 loads the session as stored now and lets ``enforcement.aenforce`` judge it exactly as the
-middleware would: activity recorded by any process in the meantime simply moves the deadline.
-``session.activity`` and ``session.stored`` (new patient data, new deadlines) wake it early to
-look again (and an epoch advance wakes them all); a
-cleanup does not: it only removes deadlines or ends the session, so the timer's wait for the
-earlier deadline is never too long.
+middleware would: activity recorded by any process in the meantime has simply moved the
+deadline, and the timer sleeps again until the new one. Activity does not wake it: it only
+moves deadlines later (idle, max-inactive), so the wait for the earlier one is never too long,
+and a click costs no session load in the processes holding the page's sockets (the page
+itself drops its warning on ``session.activity``). ``session.stored`` wakes it (new patient
+data brings deadlines of its own, possibly earlier), and an epoch advance wakes them all; a
+cleanup does not: it only removes deadlines or ends the session.
 
 The sockets of a session in this process are kept here too (``sockets_of``): the timer warns
 them directly, and ``monitor.fanout`` hands them bulk cleanups.
@@ -172,7 +174,7 @@ def detach(ref: str, socket: Socket) -> None:
 
 
 def wake(ref: str) -> None:
-    """Something happened to the session (activity, a cleanup): look again now."""
+    """Something that may bring a deadline closer happened to the session: look again now."""
     if (timer := _timers.get(ref)) is not None:
         timer.wake()
 

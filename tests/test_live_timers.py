@@ -7,7 +7,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
-from patient_data import epoch, events, index
+from patient_data import enforcement, epoch, events, index
 from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from patient_data.registry import META_KEY
@@ -103,6 +103,27 @@ async def test_activity_on_another_process_moves_the_deadline(clinician):
     assert "session.activity" in [frame["type"] for frame in frames]
     assert "session.cleared" not in [frame["type"] for frame in frames]
     assert "patient_summary" in await client.session.aload()
+    await socket.close()
+
+
+async def test_activity_costs_an_open_page_no_session_load(clinician, monkeypatch):
+    # Activity only moves deadlines later: the timer finds it at its deadline, and a click
+    # does not make every process holding the page's sockets load the session.
+    client = await signed_in(clinician)
+    socket = await session_socket(client)
+    await _frames_for(socket, 0.5)  # the timer's first look (the handshake's load) is done
+    looks = []
+    judge = enforcement.aenforce
+
+    async def counted(target, **kwargs):
+        looks.append(kwargs.get("source"))
+        return await judge(target, **kwargs)
+
+    monkeypatch.setattr(enforcement, "aenforce", counted)
+    await events.apublish_activity(session_key(client), time.time())
+    await socket.expect("session.activity")
+    assert await socket.nothing(0.3)
+    assert looks == []
     await socket.close()
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -24,6 +25,17 @@ CLOSE_ENDED = 4001
 CLOSE_SIGNED_OUT = 4003
 CLOSE_POLICY = 4008
 CLOSE_ERROR = 1011
+#: Seconds a socket that ended by a failure spends leaving its groups (Redis may be away).
+LEAVE_GROUPS_TIMEOUT = 2.0
+#: What a server raises on a send to a socket its client has closed: ASGI asks for an
+#: ``OSError`` (uvicorn), daphne passes autobahn's ``Disconnected`` through.
+GONE: tuple[type[Exception], ...] = (OSError,)
+try:
+    from autobahn.exception import Disconnected as _AutobahnDisconnected
+except ImportError:  # another ASGI server than daphne
+    pass
+else:
+    GONE += (_AutobahnDisconnected,)
 #: Codes of frames a working page never sends: many of them close the socket.
 BAD_FRAMES = frozenset({"bad_json", "binary_not_supported", "too_large", "unknown_type"})
 
@@ -100,13 +112,20 @@ class _LiveSocket(AsyncWebsocketConsumer):
         await handler(message)
 
     async def push(self, text: str) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        try:
             await self.send(text_data=text)
+        except GONE:
+            # The browser closed the socket before this frame went out (a mass close): its
+            # ``websocket.disconnect`` is queued already and leaves the groups as usual.
+            self.closed = True
 
     async def end(self, code: int) -> None:
         if not self.closed:
             self.closed = True
-            await self.close(code)
+            with contextlib.suppress(*GONE):  # closed by the browser first: nothing to close
+                await self.close(code)
 
     async def lost(self) -> None:
         await self.end(CLOSE_SIGNED_OUT)
@@ -126,7 +145,16 @@ class _LiveSocket(AsyncWebsocketConsumer):
             with contextlib.suppress(Exception):
                 await self.leave()
             with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._leave_groups(), LEAVE_GROUPS_TIMEOUT)
+            with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": CLOSE_ERROR})
+
+    async def _leave_groups(self) -> None:
+        """What ``websocket_disconnect`` does first, for a socket that ended without it: a
+        membership left behind would be sent every event of its group until it expires."""
+        while self.groups:
+            await self.channel_layer.group_discard(self.groups[-1], self.channel_name)
+            self.groups.pop()
 
     async def leave(self) -> None:
         """Forget this socket in this process (called once it closed, however it closed)."""

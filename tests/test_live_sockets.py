@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from autobahn.exception import Disconnected
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
-from monitor import presence, timers
+from monitor import consumers, presence, timers
+from patient_data import events
+from patient_data.conf import conf
 from patient_data.models import CleanupEvent
 from patient_data.refs import session_ref
 from tests.live_support import (
@@ -270,3 +274,51 @@ async def test_with_the_channel_layer_down_the_handshake_is_refused_not_failed(c
     connected, code = await socket.communicator.connect(timeout=5)
     assert (connected, code) == (False, 1011)
     assert timers.sockets_of(session_ref(session_key(client))) == set()
+
+
+def _members(group: str) -> set[str]:
+    """The channels the (in-memory) layer counts in ``group``."""
+    return set(get_channel_layer().groups.get(group, {}))
+
+
+async def _send_fails(monkeypatch, error: Exception) -> None:
+    async def failing(self, text_data=None, bytes_data=None, close=False):
+        raise error
+
+    monkeypatch.setattr(consumers._LiveSocket, "send", failing)
+
+
+async def test_a_frame_to_a_page_closed_meanwhile_leaves_its_groups_at_the_close(
+    clinician, monkeypatch, caplog
+):
+    # A mass close: the browser has gone, daphne refuses the frame (autobahn's Disconnected),
+    # and the socket's disconnect is on its way. The socket must take that usual way out
+    # (leaving its groups), not end by a failure that skips it.
+    staff = await signed_in(await staff_user())
+    client = await signed_in(clinician)
+    key = session_key(client)
+    page, monitor = await session_socket(client), await monitor_socket(staff)
+    groups = (events.session_group(session_ref(key)), conf.PATIENT_EVENT_GROUP)
+    assert all(_members(group) for group in groups)
+    for socket in (page, monitor):  # what the connects announced
+        while not await socket.nothing(0.2):
+            await socket.next()
+    await _send_fails(monkeypatch, Disconnected("Attempt to send on a closed protocol"))
+    await events.apublish_activity(key, time.time())
+    assert await page.nothing(0.3) and await monitor.nothing(0.1)
+    await page.close()
+    await monitor.close()
+    assert [_members(group) for group in groups] == [set(), set()]
+    assert "Socket ended by a failure" not in caplog.text
+
+
+async def test_a_socket_ended_by_a_failure_leaves_its_groups(clinician, monkeypatch):
+    client = await signed_in(clinician)
+    key = session_key(client)
+    page = await session_socket(client)
+    group = events.session_group(session_ref(key))
+    assert _members(group)
+    await _send_fails(monkeypatch, RuntimeError("the server failed"))
+    await events.apublish_activity(key, time.time())
+    assert await page.closed_with() == 1011
+    assert _members(group) == set()

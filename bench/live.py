@@ -507,7 +507,7 @@ async def run_daphne(
 
     refs = [session_ref(key) for key in keys]
     # Only the profiled application answers the profile's signals (SIGUSR1 ends any other).
-    profiled = args.profile if application == PROFILED else None
+    profiled = args.profile if application == PROFILERS[args.profiler][0] else None
     server = start_daphne(env, application, log, args.workers)
     try:
         base = f"ws://127.0.0.1:{server.port}"
@@ -550,7 +550,7 @@ async def run_daphne(
             result[f"cleanup_{via}"] = await cleanup_latency(
                 server, widgets, staff, keys, refs, args, via
             )
-            profile_stop(profiled, server, f"{log.stem}-{via}")
+            profile_stop(profiled, server, f"{log.stem}-{via}", PROFILERS[args.profiler][1])
             result[f"cleanup_{via}"]["cpu_ms_per_cleanup"] = cpu_per_cleanup(
                 before, cpu_parts(server), args.cleanups
             )
@@ -573,8 +573,12 @@ async def run_daphne(
         server.stop()
 
 
-#: ``--profile``: the shipped application under yappi (the other variant runs unprofiled).
-PROFILED = "bench.live_asgi_profiled:application"
+#: ``--profile``: the shipped application under a profiler (the other variant runs without),
+#: and the suffix of what it saves per process and phase.
+PROFILERS = {
+    "yappi": ("bench.live_asgi_profiled:application", "pstat"),
+    "pauses": ("bench.live_asgi_pauses:application", "json"),
+}
 
 
 def profile_start(directory: str | None, server: Server) -> None:
@@ -584,19 +588,19 @@ def profile_start(directory: str | None, server: Server) -> None:
             os.kill(process.pid, signal.SIGUSR1)
 
 
-def profile_stop(directory: str | None, server: Server, name: str) -> None:
-    """Each process saves its profile of the phase: ``DIR/<name>-<pid>.pstat``."""
+def profile_stop(directory: str | None, server: Server, name: str, suffix: str) -> None:
+    """Each process saves its profile of the phase: ``DIR/<name>-<pid>.<suffix>``."""
     if not directory:
         return
     for process in server.processes:
         os.kill(process.pid, signal.SIGUSR2)
     for process in server.processes:
-        saved = Path(directory) / f"{process.pid}.pstat"
+        saved = Path(directory) / f"{process.pid}.{suffix}"
         deadline = time.monotonic() + 60
         while not saved.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(0.5)  # written whole
-        saved.rename(saved.with_name(f"{name}-{process.pid}.pstat"))
+        saved.rename(saved.with_name(f"{name}-{process.pid}.{suffix}"))
 
 
 def _cookie(key: str) -> dict[str, str]:
@@ -681,7 +685,13 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="yappi (pip install yappi) in as_shipped: DIR/<variant>-<path>-<pid>.pstat",
+        help="profile as_shipped in each path's phase: DIR/<variant>-<path>-<pid>.<suffix>",
+    )
+    parser.add_argument(
+        "--profiler",
+        choices=sorted(PROFILERS),
+        default="yappi",
+        help="yappi (pip install yappi; .pstat) or pauses (GC and event-loop lag; .json)",
     )
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -696,7 +706,7 @@ def main() -> None:
     if args.profile:
         args.profile = str(Path(args.profile).resolve())
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-        shipped = PROFILED
+        shipped = PROFILERS[args.profiler][0]
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         env = environment(args, Path(tmp), prefix)
         if args.profile:

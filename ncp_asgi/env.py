@@ -141,3 +141,20 @@ def packaged_bootstrap_dir() -> Path | None:
         if entry.name == "bootstrap.min.css":
             return Path(entry.locate()).parent.parent
     return None
+
+
+def env_gc_thresholds(name: str, default: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """Three positive integers for ``gc.set_threshold`` from ``name`` (``"700,10,100"``); an
+    empty value leaves the interpreter's own (None). Zero, which turns a generation's
+    collections off, is refused: cyclic garbage would never be freed."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not raw.strip():
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) == 3 and all(part.isdigit() and int(part) > 0 for part in parts):
+        return (int(parts[0]), int(parts[1]), int(parts[2]))
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not three positive integers (e.g. 700,10,100), nor empty."
+    )

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ncp_asgi.env import (
     database_from_url,
     env_bool,
+    env_gc_thresholds,
     env_list,
     env_number,
     local_secret_key,
@@ -236,6 +237,9 @@ if (_bootstrap := packaged_bootstrap_dir()) is not None:
 SERVE_STATIC = env_bool("NCP_SERVE_STATIC", True)
 # The objects of the server's start moved out of the garbage collector's walks (ncp_asgi/asgi.py).
 NCP_GC_FREEZE_AT_START = env_bool("NCP_GC_FREEZE_AT_START", True)
+# The collector's thresholds in a server process: a full collection (which walks every open
+# socket's objects) at most every 100 collections of the middle generation, not every 10.
+NCP_GC_THRESHOLDS = env_gc_thresholds("NCP_GC_THRESHOLDS", (700, 10, 100))
 
 
 def _minutes(name: str, default: int) -> int:

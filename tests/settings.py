@@ -27,3 +27,5 @@ PATIENT_EPOCH_CACHE_SECONDS = 0.2
 PATIENT_CLEANUP_RATE_PER_ADDRESS = 0
 # The suite imports the ASGI application into its own process: its objects stay collectable.
 NCP_GC_FREEZE_AT_START = False
+# ... and its collector keeps the interpreter's thresholds.
+NCP_GC_THRESHOLDS = None

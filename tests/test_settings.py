@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from ncp_asgi.env import database_from_url, env_bool
+from ncp_asgi.env import database_from_url, env_bool, env_gc_thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 PROD_ENV = {
@@ -160,10 +160,18 @@ FREEZE_COUNT = (
 def _frozen_after_import(tmp_path: Path, **env: str) -> int:
     """How many more objects ``gc.freeze`` holds once a server process has imported the
     application (the interpreter starts with a few frozen)."""
+    return int(_in_server_process(tmp_path, FREEZE_COUNT, **env))
+
+
+THRESHOLDS = "import ncp_asgi.asgi, gc; print(*gc.get_threshold(), sep=',')"
+
+
+def _in_server_process(tmp_path: Path, code: str, **env: str) -> str:
+    """What ``code`` prints in a fresh interpreter with the production settings."""
     inherited = {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
     clean = {k: v for k, v in os.environ.items() if k not in inherited}
     result = subprocess.run(
-        [sys.executable, "-c", FREEZE_COUNT],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={**clean, **PROD_ENV, "NCP_VAR_DIR": str(tmp_path), **env},
         capture_output=True,
@@ -171,7 +179,21 @@ def _frozen_after_import(tmp_path: Path, **env: str) -> int:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    return int(result.stdout)
+    return result.stdout.strip()
+
+
+def test_the_server_collects_its_oldest_generation_ten_times_less_often(tmp_path):
+    assert _in_server_process(tmp_path, THRESHOLDS) == "700,10,100"
+    custom = _in_server_process(tmp_path, THRESHOLDS, NCP_GC_THRESHOLDS="2000, 20, 50")
+    assert custom == "2000,20,50"
+    assert _in_server_process(tmp_path, THRESHOLDS, NCP_GC_THRESHOLDS="") == "700,10,10"
+
+
+@pytest.mark.parametrize("raw", ["700,10", "700,0,100", "a,b,c", "700,10,100,1", "-1,10,10"])
+def test_gc_thresholds_that_are_not_three_positive_integers_are_refused(monkeypatch, raw):
+    monkeypatch.setenv("NCP_GC_THRESHOLDS", raw)
+    with pytest.raises(ImproperlyConfigured, match="NCP_GC_THRESHOLDS"):
+        env_gc_thresholds("NCP_GC_THRESHOLDS", (700, 10, 100))
 
 
 def test_the_server_s_start_up_objects_are_frozen_unless_turned_off(tmp_path):

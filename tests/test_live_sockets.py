@@ -276,9 +276,13 @@ async def test_with_the_channel_layer_down_the_handshake_is_refused_not_failed(c
     assert timers.sockets_of(session_ref(session_key(client))) == set()
 
 
-def _members(group: str) -> set[str]:
-    """The channels the (in-memory) layer counts in ``group``."""
-    return set(get_channel_layer().groups.get(group, {}))
+async def _members(group: str) -> set[str]:
+    """The channels the layer (in memory, or on Redis) counts in ``group``."""
+    layer = get_channel_layer()
+    if hasattr(layer, "groups"):
+        return set(layer.groups.get(group, {}))
+    redis = layer.connection(layer.consistent_hash(group))
+    return {member.decode() for member in await redis.zrange(layer._group_key(group), 0, -1)}
 
 
 async def _send_fails(monkeypatch, error: Exception) -> None:
@@ -297,9 +301,11 @@ async def test_a_frame_to_a_page_closed_meanwhile_leaves_its_groups_at_the_close
     staff = await signed_in(await staff_user())
     client = await signed_in(clinician)
     key = session_key(client)
-    page, monitor = await session_socket(client), await monitor_socket(staff)
     groups = (events.session_group(session_ref(key)), conf.PATIENT_EVENT_GROUP)
-    assert all(_members(group) for group in groups)
+    earlier = [await _members(group) for group in groups]  # other tests' monitors on Redis
+    page, monitor = await session_socket(client), await monitor_socket(staff)
+    joined = [await _members(group) - before for group, before in zip(groups, earlier, strict=True)]
+    assert all(len(channels) == 1 for channels in joined)
     for socket in (page, monitor):  # what the connects announced
         while not await socket.nothing(0.2):
             await socket.next()
@@ -308,7 +314,10 @@ async def test_a_frame_to_a_page_closed_meanwhile_leaves_its_groups_at_the_close
     assert await page.nothing(0.3) and await monitor.nothing(0.1)
     await page.close()
     await monitor.close()
-    assert [_members(group) for group in groups] == [set(), set()]
+    assert [await _members(group) & mine for group, mine in zip(groups, joined, strict=True)] == [
+        set(),
+        set(),
+    ]
     assert "Socket ended by a failure" not in caplog.text
 
 
@@ -317,8 +326,8 @@ async def test_a_socket_ended_by_a_failure_leaves_its_groups(clinician, monkeypa
     key = session_key(client)
     page = await session_socket(client)
     group = events.session_group(session_ref(key))
-    assert _members(group)
+    assert await _members(group)
     await _send_fails(monkeypatch, RuntimeError("the server failed"))
     await events.apublish_activity(key, time.time())
     assert await page.closed_with() == 1011
-    assert _members(group) == set()
+    assert await _members(group) == set()

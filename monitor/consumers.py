@@ -251,6 +251,10 @@ class PatientSessionConsumer(_LiveSocket):
     async def patient_session_event(self, message: dict[str, Any]) -> None:
         await self.on_cleanup(message["event"])
 
+    async def patient_session_activity(self, message: dict[str, Any]) -> None:
+        timers.activity(self.identity.ref)
+        await super().patient_session_activity(message)
+
     async def patient_session_stored(self, message: dict[str, Any]) -> None:
         # New patient data brings its own deadlines (idle, absolute): judge them now.
         timers.wake(self.identity.ref)

@@ -3,12 +3,13 @@
 The timer sleeps until the next deadline of ``policy.deadlines`` (minus the warning), then
 loads the session as stored now and lets ``enforcement.aenforce`` judge it exactly as the
 middleware would: activity recorded by any process in the meantime has simply moved the
-deadline, and the timer sleeps again until the new one. Activity does not wake it: it only
-moves deadlines later (idle, max-inactive), so the wait for the earlier one is never too long,
-and a click costs no session load in the processes holding the page's sockets (the page
-itself drops its warning on ``session.activity``). ``session.stored`` wakes it (new patient
-data brings deadlines of its own, possibly earlier), and an epoch advance wakes them all; a
-cleanup does not: it only removes deadlines or ends the session.
+deadline, and the timer sleeps again until the new one. Activity wakes it only while it has
+warned (``activity``): activity only moves deadlines later (idle, max-inactive), so before a
+warning the wait for the earlier warning time is never too long, and a click costs no session
+load in the processes holding the page's sockets; after a warning the timer sleeps until the
+deadline itself, and the new warning may be due before that. ``session.stored`` wakes it (new
+patient data brings deadlines of its own, possibly earlier), and an epoch advance wakes them
+all; a cleanup does not: it only removes deadlines or ends the session.
 
 The sockets of a session in this process are kept here too (``sockets_of``): the timer warns
 them directly, and ``monitor.fanout`` hands them bulk cleanups.
@@ -60,6 +61,7 @@ class SessionTimer:
         "session_key",
         "sockets",
         "warned",
+        "warning",
     )
 
     def __init__(self, ref: str, session_key: str, first: SessionTarget | None = None) -> None:
@@ -70,6 +72,8 @@ class SessionTimer:
         self.sockets: set[Socket] = set()
         #: The deadline each socket was last warned of (a tab opened later is warned too).
         self.warned: dict[Socket, float] = {}
+        #: Its last look warned: it sleeps until the deadline, not until the warning time.
+        self.warning = False
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._look: asyncio.Task | None = None
@@ -131,11 +135,13 @@ class SessionTimer:
                 await socket.lost()
             return STOP
         deadline = policy.next_deadline(facts(data, now))
+        self.warning = False
         if deadline is None:
             return math.inf
         warn_at = deadline.at - conf.PATIENT_TIMEOUT_WARNING
         if now < warn_at:
             return warn_at - now
+        self.warning = True
         warning = protocol.frame(
             "session.timeout_warning",
             session=self.ref,
@@ -176,6 +182,14 @@ def detach(ref: str, socket: Socket) -> None:
 def wake(ref: str) -> None:
     """Something that may bring a deadline closer happened to the session: look again now."""
     if (timer := _timers.get(ref)) is not None:
+        timer.wake()
+
+
+def activity(ref: str) -> None:
+    """Activity was recorded for the session: its deadlines moved later. A timer that has
+    warned looks again now (the next warning may be due before the deadline it waits for);
+    any other finds the new deadlines when it wakes."""
+    if (timer := _timers.get(ref)) is not None and timer.warning:
         timer.wake()
 
 

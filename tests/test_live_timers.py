@@ -106,24 +106,47 @@ async def test_activity_on_another_process_moves_the_deadline(clinician):
     await socket.close()
 
 
+def _timer_looks(monkeypatch) -> list[str]:
+    """The judgments the sockets' timers make from now on (the middleware's are not counted)."""
+    looks = []
+    judge = enforcement.aenforce
+
+    async def counted(target, **kwargs):
+        if kwargs.get("source") == "socket_timer":
+            looks.append(kwargs["source"])
+        return await judge(target, **kwargs)
+
+    monkeypatch.setattr(enforcement, "aenforce", counted)
+    return looks
+
+
 async def test_activity_costs_an_open_page_no_session_load(clinician, monkeypatch):
     # Activity only moves deadlines later: the timer finds it at its deadline, and a click
     # does not make every process holding the page's sockets load the session.
     client = await signed_in(clinician)
     socket = await session_socket(client)
     await _frames_for(socket, 0.5)  # the timer's first look (the handshake's load) is done
-    looks = []
-    judge = enforcement.aenforce
-
-    async def counted(target, **kwargs):
-        looks.append(kwargs.get("source"))
-        return await judge(target, **kwargs)
-
-    monkeypatch.setattr(enforcement, "aenforce", counted)
+    looks = _timer_looks(monkeypatch)
     await events.apublish_activity(session_key(client), time.time())
     await socket.expect("session.activity")
     assert await socket.nothing(0.3)
     assert looks == []
+    await socket.close()
+
+
+async def test_activity_after_a_warning_makes_the_timer_look_again_at_once(clinician, monkeypatch):
+    # Warned, the timer sleeps until the deadline (30 s away); the activity's later deadline
+    # may want its warning before that, so it looks now.
+    client = await signed_in(clinician)
+    await rewrite(client, seen=time.time() - conf.PATIENT_SESSION_TIMEOUT * 60 + 30)
+    socket = await _open(client)
+    await socket.expect("session.timeout_warning")
+    looks = _timer_looks(monkeypatch)
+    assert (await client.get("/_test/marked/")).status_code == 200  # activity, announced
+    await socket.expect("session.activity")
+    await _frames_for(socket, 0.5)
+    assert looks == ["socket_timer"]
+    assert "patient_summary" in await client.session.aload()
     await socket.close()
 
 

@@ -17,7 +17,7 @@ from monitor.sessions import Identity, SessionTarget
 from patient_data import activity, audit, cleanup, events, index, policy
 from patient_data.cleanup import Cleanup
 from patient_data.models import CleanupEvent
-from patient_data.registry import META_KEY
+from patient_data.registry import META_KEY, get_registry
 
 logger = logging.getLogger("monitor.commands")
 
@@ -74,11 +74,13 @@ async def _activity(identity: Identity, command: Command) -> str:
     if not throttle.due(identity.ref, now):
         return reply_frame(command, recorded=False)
     target = await _own_session(identity)
-    info = activity.stamped(await target.adata(), now)
+    data = await target.adata()
+    info = activity.stamped(data, now)
     if info is not None:
         await target.session.aset(META_KEY, info)
         await target.session.asave()
-        await events.apublish_activity(identity.session_key, now)
+        items = len(get_registry().patient_keys(data))
+        await events.apublish_activity(identity.session_key, now, items)
     return reply_frame(command, recorded=info is not None)
 
 

@@ -54,7 +54,10 @@ def cleanup_frame(event: dict[str, Any]) -> tuple[str, bool]:
 def activity_frame(event: dict[str, Any]) -> str:
     left = conf.PATIENT_SESSION_TIMEOUT * 60 - (time.time() - event["seen"])
     return protocol.frame(
-        "session.activity", session=event["session_ref"], idle_seconds_left=round(left, 1)
+        "session.activity",
+        session=event["session_ref"],
+        idle_seconds_left=round(left, 1),
+        items=event.get("items"),
     )
 
 

@@ -129,23 +129,28 @@ def publish(event: dict[str, Any]) -> bool:
     return async_to_sync(apublish)(event)
 
 
-def _activity(session_key: str | None, seen: float) -> tuple[list[str], dict[str, Any]]:
+def _activity(
+    session_key: str | None, seen: float, items: int | None
+) -> tuple[list[str], dict[str, Any]]:
     ref = session_ref(session_key)
-    return _groups(ref), {"type": ACTIVITY_TYPE, "event": {"session_ref": ref, "seen": seen}}
+    event = {"session_ref": ref, "seen": seen, "items": items}
+    return _groups(ref), {"type": ACTIVITY_TYPE, "event": event}
 
 
-async def apublish_activity(session_key: str | None, seen: float) -> bool:
-    """Activity recorded for a session at ``seen`` (epoch s): its sockets' timers follow."""
+async def apublish_activity(session_key: str | None, seen: float, items: int | None = None) -> bool:
+    """Activity recorded for a session at ``seen`` (epoch s): its sockets' timers follow.
+    ``items``: the patient data items the session holds (None: not known); the staff
+    dashboard asks for a new snapshot only for a session holding data it does not list."""
     if not session_key:
         return False
-    return await _asend(*_activity(session_key, seen))
+    return await _asend(*_activity(session_key, seen, items))
 
 
-def publish_activity(session_key: str | None, seen: float) -> bool:
+def publish_activity(session_key: str | None, seen: float, items: int | None = None) -> bool:
     """Sync twin of :func:`apublish_activity`."""
     if not session_key:
         return False
-    return async_to_sync(_asend)(*_activity(session_key, seen))
+    return async_to_sync(_asend)(*_activity(session_key, seen, items))
 
 
 def _stored(session_key: str, user: str, data: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:

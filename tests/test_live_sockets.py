@@ -134,7 +134,7 @@ async def test_activity_is_recorded_once_per_interval_and_announced(clinician):
     await first.send({"type": "activity", "id": "a"})
     assert (await first.expect("reply"))["recorded"] is True
     activity = await second.expect("session.activity")
-    assert activity["idle_seconds_left"] > 0
+    assert activity["idle_seconds_left"] > 0 and activity["items"] == 3
     await first.send({"type": "activity", "id": "b"})
     assert (await first.expect("reply"))["recorded"] is False
     await first.close()
@@ -241,6 +241,7 @@ async def test_the_monitor_follows_activity_and_tabs_of_every_session(clinician)
     await client.get("/_test/marked/")
     activity = await monitor.expect("session.activity")
     assert activity["session"] == ref and activity["idle_seconds_left"] > 0
+    assert activity["items"] == 3  # the dashboard lists it; it holds data
     await page.close()
     assert (await monitor.expect("presence.changed"))["open_tabs"] == 0
     await monitor.close()

@@ -115,7 +115,8 @@ class PatientSessionSecurityMiddleware(_Base):
             events.publish_stored(request.session.session_key, _username(request.user), data)
         if not _is_passive(request) and (info := activity.stamped(data, time.time())):
             request.session[META_KEY] = info
-            events.publish_activity(request.session.session_key, info["seen"])
+            items = len(get_registry().patient_keys(data))
+            events.publish_activity(request.session.session_key, info["seen"], items)
         return response
 
     async def __acall__(self, request: HttpRequest):
@@ -127,7 +128,8 @@ class PatientSessionSecurityMiddleware(_Base):
             user = _username(await request.auser())
             await events.apublish_stored(request.session.session_key, user, data)
         if (seen := await astamp_activity(request, data)) is not None:
-            await events.apublish_activity(request.session.session_key, seen)
+            items = len(get_registry().patient_keys(data))
+            await events.apublish_activity(request.session.session_key, seen, items)
         return response
 
 

@@ -153,7 +153,7 @@ async def clear_patient_session(request: HttpRequest) -> JsonResponse:
             request, reason=reason, source="api", actor=await request.auser()
         )
         if seen is not None:
-            await events.apublish_activity(request.session.session_key, seen)
+            await events.apublish_activity(request.session.session_key, seen, items=0)
     logger.info(
         "Manual patient session cleanup requested by user %s: %d items cleared",
         await _username(request),

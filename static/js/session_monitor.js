@@ -215,12 +215,15 @@
         remove(frame.session);
         break;
       case "session.activity": {
+        // items: the patient data items the session holds (null: not known).
         const row = rowFor(frame.session);
-        if (row) {
+        if (row && frame.items === 0) {
+          remove(frame.session); // its cleanup's event did not reach us
+        } else if (row) {
           cell(row, "last_activity").textContent = formatTime(Date.now() / 1000);
           setDeadline(frame.session, frame.idle_seconds_left);
-        } else {
-          send({ type: "status" }); // a session we do not list yet: resynchronise
+        } else if (frame.items !== 0) {
+          send({ type: "status" }); // it may hold data we do not list: resynchronise
         }
         return;
       }

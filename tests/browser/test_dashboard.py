@@ -3,6 +3,9 @@ button blanks the clinician's open page (and the data is gone from the database)
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from tests.browser.conftest import (
@@ -112,3 +115,38 @@ def test_typing_into_an_empty_search_is_never_wiped_by_a_status(page):
     page.evaluate("window.patientSessionCleanup.refreshStatus()")
     page.wait_for_timeout(1000)
     assert page.get_by_label("Name").input_value() == "typed by hand"
+
+
+@pytest.fixture(scope="module")
+def every_click(start_server, chromium):
+    """A server that records (and announces) every click's activity one second apart."""
+    return start_server(PATIENT_ACTIVITY_WRITE_INTERVAL=1)
+
+
+def test_clicks_of_sessions_without_patient_data_cost_the_dashboard_no_snapshot(
+    new_context, every_click
+):
+    """Every signed-in clinician's recorded activity reaches the dashboard; for a session it
+    does not list and that holds no data it must not ask the server for a whole snapshot."""
+    staff = new_context(every_click).new_page()
+    sent, received = [], []
+
+    def watch(socket) -> None:
+        if not socket.url.endswith("/ws/monitor/"):
+            return  # the page's own widget socket
+        socket.on("framesent", lambda payload: sent.append(json.loads(payload)))
+        socket.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    staff.on("websocket", watch)
+    _open_dashboard(staff)
+    clinician = new_context(every_click).new_page()
+    log_in(clinician)
+    for _ in range(3):
+        time.sleep(1.1)  # past the write interval: each page is recorded activity
+        clinician.goto("/patients/")
+    staff.wait_for_timeout(1000)
+    activity = [frame for frame in received if frame["type"] == "session.activity"]
+    assert activity and all(frame["items"] == 0 for frame in activity)
+    assert [frame for frame in sent if frame.get("type") == "status"] == []
+    assert "No session holds patient data now." in staff.inner_text("[data-monitor-empty]")
+    screenshot(staff, "dashboard-after-clicks-without-data")

@@ -4,6 +4,7 @@ button blanks the clinician's open page (and the data is gone from the database)
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -150,3 +151,39 @@ def test_clicks_of_sessions_without_patient_data_cost_the_dashboard_no_snapshot(
     assert [frame for frame in sent if frame.get("type") == "status"] == []
     assert "No session holds patient data now." in staff.inner_text("[data-monitor-empty]")
     screenshot(staff, "dashboard-after-clicks-without-data")
+
+
+def test_a_row_whose_cleanup_event_was_lost_goes_with_the_next_activity(new_context, every_click):
+    """The dashboard missed a session's ``session.cleared`` (dropped here between server and
+    page); the HTTP cleanup's activity, holding 0 items, still takes the row away."""
+    staff = new_context(every_click).new_page()
+    dropped = []
+
+    def between(page_side) -> None:
+        server_side = page_side.connect_to_server()
+
+        def to_page(message) -> None:
+            if json.loads(message).get("type") == "session.cleared":
+                dropped.append(message)
+            else:
+                page_side.send(message)
+
+        server_side.on_message(to_page)
+
+    staff.route_web_socket(re.compile(r"/ws/monitor/$"), between)
+    _open_dashboard(staff)
+    clinician = new_context(every_click).new_page()
+    log_in_with_patient(clinician)
+    row = staff.locator("tr[data-session]", has_text="clinician")
+    row.wait_for()
+    time.sleep(1.1)  # the click is recorded activity again
+    status = clinician.evaluate(
+        """async () => (await fetch("/api/clear-patient-session/", {
+            method: "POST", credentials: "same-origin",
+            headers: {"X-CSRFToken": document.cookie.match(/csrftoken=([^;]+)/)[1]},
+        })).status"""
+    )
+    assert status == 200
+    row.wait_for(state="detached")
+    assert dropped  # the row went without its cleared event
+    assert "No session holds patient data now." in staff.inner_text("[data-monitor-empty]")

@@ -25,6 +25,7 @@ from patient_data import indexing
 from patient_data import meta as session_meta
 from patient_data.models import PatientSessionState
 from patient_data.registry import META_KEY, get_registry
+from patient_data.server_binding import array_cursor
 
 logger = logging.getLogger("patient_data.guard")
 
@@ -172,14 +173,17 @@ def bump_many(refs: Iterable[str], chunk: int = 500) -> dict[str, int]:
     )
     # No savepoint (a round trip per call) when called inside a transaction: an error ends
     # the caller's transaction anyway (the bulk sweep retries its page session by session).
-    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(using=using, savepoint=False), array_cursor(connection) as bound:
+        cursor, array = bound
         for start in range(0, len(ordered), chunk):
             part = ordered[start : start + chunk]
             if connection.vendor == "postgresql":
-                # One array parameter: a short, constant statement text to parse and plan.
+                # One array parameter bound by the server in binary
+                # (``patient_data.server_binding``): a short, constant statement text to
+                # parse and plan, nothing quoted into it on the client.
                 cursor.execute(
                     f"INSERT INTO {table} (ref, generation, updated_at) "  # noqa: S608 - table name from the model, values bound
-                    f"SELECT r, 1, %s FROM unnest(%s::text[]) AS r ORDER BY r {upsert}",
+                    f"SELECT r, 1, %s FROM unnest({array}::text[]) AS r ORDER BY r {upsert}",
                     [now, part],
                 )
             else:

@@ -43,7 +43,12 @@ def test_django_loads_what_is_written_as_the_same_session(session):
     corruption=CORRUPTIONS,
 )
 def test_a_signature_is_accepted_exactly_when_django_accepts_it(session, compress, corruption):
-    raw = corrupted(signing.dumps(session, salt=SALT, compress=compress), *corruption)
+    _verified_as_django_verifies(
+        corrupted(signing.dumps(session, salt=SALT, compress=compress), *corruption)
+    )
+
+
+def _verified_as_django_verifies(raw: str) -> None:
     try:
         signing.TimestampSigner(salt=SALT).unsign(raw)
     except Exception as exc:  # noqa: BLE001 - whatever Django raises, ours raises too
@@ -81,3 +86,23 @@ def test_a_backend_whose_sample_check_fails_keeps_djangos_own_calls(monkeypatch)
     assert backend.holding(raw, get_registry())[1] == ["patient_summary"]
     with pytest.raises(Undecodable):
         backend.holding(raw[:-1] + ("A" if raw[-1] != "A" else "B"), get_registry())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(timestamp=st.text(alphabet="09azAZ-:.é_ ", max_size=6))
+def test_a_signed_value_of_any_timestamp_is_refused_exactly_when_django_refuses_it(timestamp):
+    # Signed as TimestampSigner signs, whatever the timestamp: only its check can refuse it.
+    _verified_as_django_verifies(signing.Signer(salt=SALT).sign(f"eyJhIjoxfQ:{timestamp}"))
+
+
+def test_each_second_signs_with_its_own_timestamp(monkeypatch):
+    payloads = SignedPayloads(SALT)
+    for now, second in (
+        (1_000_000.4, 1_000_000),
+        (1_000_000.9, 1_000_000),
+        (1_000_001.1, 1_000_001),
+    ):
+        monkeypatch.setattr("patient_data.bulk.backends.payloads.time.time", lambda now=now: now)
+        raw = payloads.dumps({"n": 1})
+        assert raw.split(":")[-2] == signing.b62_encode(second)
+        assert signing.loads(raw, salt=SALT) == {"n": 1}

@@ -159,6 +159,11 @@ class Sweep:
         self._holding: dict[str, dict[str, Any]] = {}
 
     def run(self) -> Report:
+        # The live monitor's events of the run (one batch per page) on one event loop.
+        with events.one_loop():
+            return self._run()
+
+    def _run(self) -> Report:
         advanced_at = time.monotonic()
         if self.advance_epoch:
             self._advance_epoch()

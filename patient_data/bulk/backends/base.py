@@ -187,11 +187,11 @@ class Backend(ABC):
         if not isinstance(raw, str):
             return None
         try:
-            # The splits of TimestampSigner.unsign: value:timestamp:signature.
-            value = raw.rsplit(":", 1)[0].rsplit(":", 1)
-            if len(value) != 2:
+            # The splits of TimestampSigner.unsign (value:timestamp:signature) in one.
+            parts = raw.rsplit(":", 2)
+            if len(parts) != 3:
                 return None
-            payload = value[0].encode()
+            payload = parts[0].encode()
             compressed = payload[:1] == b"."
             data = _b64_decode(payload[1:] if compressed else payload)
             if compressed:

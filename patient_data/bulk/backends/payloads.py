@@ -24,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -37,6 +38,9 @@ INNER = bytes(0x36 for _ in range(BLOCK))
 OUTER = bytes(0x5C for _ in range(BLOCK))
 #: Django's JSONSerializer: ``json.dumps(obj, separators=(",", ":"))``, encoder built once.
 ENCODER = json.JSONEncoder(separators=(",", ":"))
+#: Timestamps ``signing.b62_decode`` reads without an error (a sign, then base-62 digits);
+#: any other goes to it, to raise as it does.
+BASE62 = re.compile("-?[0-9A-Za-z]+")
 
 
 def _pads(key: bytes) -> tuple[Any, Any]:
@@ -60,6 +64,9 @@ class SignedPayloads:
         self._pads = [
             _pads(hashlib.sha256(key_salt + force_bytes(key)).digest()) for key in secrets
         ]
+        #: The last second signed and its base-62 form (``dumps``: a run signs thousands of
+        #: sessions within one second).
+        self._second: tuple[int, str] = (-1, "")
 
     def verify(self, raw: str) -> None:
         """``TimestampSigner(salt=...).unsign(raw)``: raises as it does (BadSignature for a
@@ -67,23 +74,31 @@ class SignedPayloads:
         if ":" not in raw:
             raise signing.BadSignature("No separator found")
         value, signature = raw.rsplit(":", 1)
-        given = force_bytes(signature)
-        message = force_bytes(value)
+        # force_bytes of a str (raw is one: it was split): its UTF-8, strict.
+        given = signature.encode()
+        message = value.encode()
         for pads in self._pads:
             if hmac.compare_digest(given, _signature(pads, message)):
                 break
         else:
             raise signing.BadSignature("Signature does not match")
         _, timestamp = value.rsplit(":", 1)
-        signing.b62_decode(timestamp)
+        if BASE62.fullmatch(timestamp) is None:  # only to raise: the value is not used
+            signing.b62_decode(timestamp)
 
     def dumps(self, data: dict[str, Any]) -> str:
         """A payload ``SessionBase.decode`` reads as ``data``, signed now with ``SECRET_KEY``
         (uncompressed, see above)."""
         text = ENCODER.encode(data).encode("latin-1")
         payload = base64.urlsafe_b64encode(text).rstrip(b"=").decode()
-        value = f"{payload}:{signing.b62_encode(int(time.time()))}"
+        value = f"{payload}:{self._timestamp(int(time.time()))}"
         return f"{value}:{_signature(self._pads[0], value.encode()).decode()}"
+
+    def _timestamp(self, second: int) -> str:
+        """``signing.b62_encode(second)``, computed once per second."""
+        if self._second[0] != second:
+            self._second = (second, signing.b62_encode(second))
+        return self._second[1]
 
     def checked(self) -> bool:
         """Whether this class reads and writes what Django does under the current settings

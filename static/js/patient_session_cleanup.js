@@ -40,6 +40,9 @@
   };
   const POLL_INTERVAL_MS = 15000;
   const TICK_INTERVAL_MS = 1000;
+  // Two warnings whose deadlines lie closer than this are the same warning (the page's own
+  // timer and the server's frame, each with its own rounding and delivery).
+  const SAME_DEADLINE_MS = 2000;
   const ACTIVITY_INTERVAL_MS = 10000;
   const REPLY_TIMEOUT_MS = 5000;
   const BACKOFF_BASE_MS = 1000;
@@ -78,6 +81,9 @@
     hiddenTimer: null,
     warning: null,
     warningTimer: null,
+    // The deadline of the warning the user dismissed: the server's copy of that warning,
+    // arriving after the page's own, does not open it again.
+    dismissed: null,
     channel: null,
     tabId: Math.random().toString(36).slice(2),
   };
@@ -801,6 +807,9 @@
       return;
     }
     const deadline = Date.now() + secondsLeft * 1000;
+    if (state.dismissed !== null && Math.abs(deadline - state.dismissed) < SAME_DEADLINE_MS) {
+      return;
+    }
     dialog.querySelector("[data-warning-what]").textContent =
       reason === "session_max_inactive"
         ? "Your session will end"
@@ -855,6 +864,13 @@
     if (warning.returnFocus && document.contains(warning.returnFocus)) {
       warning.returnFocus.focus();
     }
+  }
+
+  function dismissWarning() {
+    if (state.warning !== null) {
+      state.dismissed = state.warning.deadline;
+    }
+    closeWarning();
   }
 
   function staySignedIn() {
@@ -992,7 +1008,7 @@
     } else if (action === "stay-signed-in") {
       staySignedIn();
     } else if (action === "dismiss-warning") {
-      closeWarning();
+      dismissWarning();
     }
   }
 
@@ -1008,8 +1024,8 @@
     });
     const dialog = find("[data-timeout-warning-dialog]");
     if (dialog) {
-      // Escape closes a modal dialog by itself: tidy up the countdown and the focus.
-      dialog.addEventListener("close", closeWarning);
+      // Escape closes a modal dialog by itself: a dismissal; tidy up the countdown and focus.
+      dialog.addEventListener("close", dismissWarning);
     }
     openChannel();
     if (setting("socketUrl")) {

@@ -3,6 +3,7 @@ closing the last tab, the timeout warning, the hidden-tab timer, a server restar
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -155,6 +156,37 @@ def test_without_an_answer_the_content_blanks_with_no_reload(tab, quick):
     assert tab.evaluate("cleanupEvents")[0]["reason"] == "patient_session_timeout"
     assert quick.patient_keys(key) == []
     screenshot(tab, "widget-timed-out")
+
+
+def test_a_dismissed_warning_is_not_opened_again_by_the_server_s_late_copy(tab, quick):
+    """The page warns by its own timer and the server by its socket, for the same deadline;
+    the server's frame, arriving after the user dismissed the page's, must not reopen it."""
+    held = []
+
+    def between(page_side) -> None:
+        server_side = page_side.connect_to_server()
+
+        def to_page(message) -> None:
+            if json.loads(message).get("type") == "session.timeout_warning":
+                held.append((page_side, message))  # let through once dismissed
+            else:
+                page_side.send(message)
+
+        server_side.on_message(to_page)
+
+    tab.route_web_socket(re.compile(r"/ws/patient-session/$"), between)
+    log_in_with_patient(tab)
+    _live(tab)
+    dialog = tab.locator("[data-timeout-warning-dialog]")
+    dialog.wait_for(state="visible", timeout=LONG_WAIT)  # the page's own timer
+    tab.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    tab.wait_for_timeout(1500)
+    assert held, "the server warned too"
+    for page_side, message in held:
+        page_side.send(message)
+    tab.wait_for_timeout(1000)
+    assert dialog.is_hidden()
 
 
 def _hide(page) -> None:

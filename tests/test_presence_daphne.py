@@ -222,3 +222,38 @@ async def test_redis_stopped_while_serving_degrades_only_the_live_view(tmp_path,
 async def _open_tabs(tab, expected: int) -> bool:
     await tab.ws.send(json.dumps({"type": "status"}))
     return (await tab.next("session.state"))["open_tabs"] == expected
+
+
+def _activity_on(server: Daphne, key: str) -> int:
+    """What the page sends for user input without a socket: ``HEAD /`` (not passive)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/", method="HEAD", headers={"Cookie": f"sessionid={key}"}
+    )
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=20) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+async def test_activity_on_one_process_moves_the_deadline_a_warned_tab_on_another_waits_for(
+    servers, clinician
+):
+    # The idle deadline is 4 s away: the tab on process A is warned at once. Activity recorded
+    # by process B moves it 30 minutes on; A's timer (woken: it had warned) must not clear.
+    key = await _session(clinician, idle_for=30 * 60 - 4)
+    tab = await open_tab(servers[0], key)
+    assert (await tab.next("session.timeout_warning"))["reason"] == "patient_session_timeout"
+    assert await sync_to_async(_activity_on)(servers[1], key) in (200, 301, 302)
+    activity = await tab.next("session.activity")
+    assert activity["items"] == 1 and activity["idle_seconds_left"] > 29 * 60
+    await asyncio.sleep(6)  # past the old deadline
+    assert await _holds_patient_data(key)
+    assert "session.cleared" not in [frame["type"] for frame in tab.frames]
+    await tab.close()

@@ -366,16 +366,20 @@ async def until_async(predicate, timeout: float = TIMEOUT) -> bool:
     return True
 
 
-async def post_cleanup(port: int, session_key: str) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (
+def _cleanup_request(port: int, session_key: str, connection: str) -> bytes:
+    return (
         "POST /api/clear-patient-session/ HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
         f"Cookie: sessionid={session_key}; csrftoken={CSRF_TOKEN}\r\n"
         f"X-CSRFToken: {CSRF_TOKEN}\r\n"
-        "Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    writer.write(request.encode())
+        f"Content-Length: 0\r\nConnection: {connection}\r\n\r\n"
+    ).encode()
+
+
+async def post_cleanup(port: int, session_key: str) -> int:
+    """The cleanup on a connection of its own, closed after the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_cleanup_request(port, session_key, "close"))
     await writer.drain()
     status = int((await reader.readline()).split()[1])
     await reader.read()
@@ -383,14 +387,50 @@ async def post_cleanup(port: int, session_key: str) -> int:
     return status
 
 
+async def open_page_connections(port: int, count: int) -> list:
+    """``--http-connection keep-alive``: one open connection per session, as the browser
+    that loaded the page keeps it (opened before the phase, outside its CPU reading)."""
+    return list(
+        await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(count)))
+    )
+
+
+async def post_cleanup_kept(connection, port: int, session_key: str) -> int:
+    """The cleanup on the page's kept-alive connection: the answer is read to its length."""
+    reader, writer = connection
+    writer.write(_cleanup_request(port, session_key, "keep-alive"))
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def close_page_connections(connections: list) -> None:
+    for _, writer in connections:
+        writer.close()
+
+
 # --- the measurements ---------------------------------------------------------------------
 
 
 async def cleanup_latency(
-    server: Server, widgets: list[Socket], staff: list[Socket], keys: list[str], refs, args, via
+    server: Server,
+    widgets: list[Socket],
+    staff: list[Socket],
+    keys: list[str],
+    refs,
+    args,
+    via,
+    connections: list | None = None,
 ) -> dict:
     """(a): one cleanup every 1/rate s, each for another session, by ``POST
-    /api/clear-patient-session/`` (``via="http"``) or the socket's ``cleanup`` command."""
+    /api/clear-patient-session/`` (``via="http"``: on a new connection each, or on
+    ``connections``, one kept open per session) or the socket's ``cleanup`` command."""
     first = 0 if via == "http" else args.cleanups
     chosen = range(first, first + args.cleanups)
     sent: dict[str, float] = {}
@@ -400,7 +440,10 @@ async def cleanup_latency(
     async def one(index: int) -> None:
         await asyncio.sleep(max(0.0, start + (index - first) / args.rate - time.perf_counter()))
         sent[refs[index]] = time.perf_counter()
-        if via == "http":
+        if via == "http" and connections:
+            kept = connections[index - first]
+            failed.append(await post_cleanup_kept(kept, server.port, keys[index]) != 200)
+        elif via == "http":
             failed.append(await post_cleanup(server.port, keys[index]) != 200)
         else:
             await widgets[index].ws.send(json.dumps({"type": "cleanup", "id": index}))
@@ -425,6 +468,7 @@ async def cleanup_latency(
     ]
     return {
         "cleanups": args.cleanups,
+        "http_connection": None if via != "http" else "keep-alive" if connections else "close",
         "requests_failed": sum(failed),
         "own_missing": args.cleanups - len(own),
         "staff_missing": args.cleanups * len(staff) - len(at_staff),
@@ -544,12 +588,17 @@ async def run_daphne(
             "kb_per_socket": (after - before) / (len(widgets) + len(staff)) / 1024,
         }
         for via in args.paths.split(","):
+            connections = None
+            if via == "http" and args.http_connection == "keep-alive":
+                connections = await open_page_connections(server.port, args.cleanups)
             await settle(widgets + staff)
             before = cpu_parts(server)
             profile_start(profiled, server)
             result[f"cleanup_{via}"] = await cleanup_latency(
-                server, widgets, staff, keys, refs, args, via
+                server, widgets, staff, keys, refs, args, via, connections
             )
+            if connections:
+                await close_page_connections(connections)
             profile_stop(profiled, server, f"{log.stem}-{via}", PROFILERS[args.profiler][1])
             result[f"cleanup_{via}"]["cpu_ms_per_cleanup"] = cpu_per_cleanup(
                 before, cpu_parts(server), args.cleanups
@@ -677,6 +726,13 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--paths", default="http,socket", help="cleanup paths to measure")
+    parser.add_argument(
+        "--http-connection",
+        choices=("close", "keep-alive"),
+        default="close",
+        help="each HTTP cleanup on a new connection (close), or on one kept open per session"
+        " before the phase, as the page's browser keeps it (keep-alive)",
+    )
     parser.add_argument(
         "--variants",
         default="as_shipped,with_db_cleanup",

@@ -48,6 +48,8 @@ def cleanup_frame(event: dict[str, Any]) -> tuple[str, bool]:
         text = protocol.frame("sessions.cleared", sessions=event.get("sessions", 0), **fields)
         return text, False
     kind = "session.ended" if ended else "session.cleared"
+    if event.get("seen") is not None:  # the request that cleared was activity too
+        fields["activity"] = True
     return protocol.frame(kind, session=event["session_ref"], **fields), ended
 
 
@@ -253,6 +255,8 @@ class PatientSessionConsumer(_LiveSocket):
 
     async def patient_session_event(self, message: dict[str, Any]) -> None:
         await self.on_cleanup(message["event"])
+        if message["event"].get("seen") is not None:  # its activity rode in the event
+            timers.activity(self.identity.ref)
 
     async def patient_session_activity(self, message: dict[str, Any]) -> None:
         timers.activity(self.identity.ref)

@@ -9,7 +9,7 @@ import pytest
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
 
-from patient_data import checks
+from patient_data import checks, ratelimit
 from patient_data.models import CleanupEvent
 from tests.conftest import Driver
 
@@ -71,6 +71,34 @@ def test_a_session_holding_patient_data_is_cleared_whatever_the_counters(logged_
     assert logged_in.get("/_test/store/").status_code == 200
     assert logged_in.post(CLEAR).json() == {"success": True, "items_cleared": 3}
     assert "patient_summary" not in logged_in.stored()
+
+
+@override_settings(PATIENT_CLEANUP_RATE_PER_ADDRESS=2, PATIENT_CLEANUP_RATE_WINDOW=600)
+@pytest.mark.parametrize("kind", KINDS)
+def test_cleanups_that_clear_patient_data_do_not_use_up_the_address_s_allowance(
+    kind, clinician, monkeypatch
+):
+    """Colleagues behind one address (a hospital's NAT): their real cleanups are never
+    refused and leave the allowance to the requests with nothing to clear; they cost no
+    round trip to the counters."""
+    charged = []
+    charge = ratelimit.aexceeded
+
+    async def counted(request, endpoint):
+        charged.append(endpoint)
+        return await charge(request, endpoint)
+
+    monkeypatch.setattr(ratelimit, "aexceeded", counted)
+    address = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+    for _ in range(3):
+        colleague = Driver.at(kind, address)
+        colleague.force_login(clinician)
+        assert colleague.get("/_test/store/").status_code == 200
+        assert colleague.post(CLEAR).json() == {"success": True, "items_cleared": 3}
+    assert charged == []
+    idle = Driver.at(kind, address)
+    assert [idle.post(CLEAR).status_code for _ in range(3)] == [200, 200, 429]
+    assert charged == ["clear"] * 3
 
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -1,6 +1,6 @@
-"""Several events in one send (``events.together``, ``monitor.layers`` ``group_sends``): an HTTP
-cleanup's ``session.cleared`` and ``session.activity`` go out together, in their order, in two
-Redis round trips instead of four."""
+"""Several events in one send (``events.together``, ``monitor.layers`` ``group_sends``): the
+events of one block go out together, in their order, in two Redis round trips instead of two
+each; an HTTP cleanup's click rides in its ``session.cleared`` (one frame per socket, not two)."""
 
 from __future__ import annotations
 
@@ -102,8 +102,8 @@ async def test_every_channel_gets_the_messages_in_the_order_given(layer):
 
 
 async def _published_together() -> tuple[list[dict], list[dict]]:
-    """A cleared event and an activity published in one ``together``: what the staff group
-    and the session's group received."""
+    """A cleared event and a presence event published in one ``together``: what the staff
+    group and the session's group received."""
     layer = get_channel_layer()
     ref = f"ref{uuid.uuid4().hex}"
     staff = await _joined(layer, conf.PATIENT_EVENT_GROUP)
@@ -111,14 +111,14 @@ async def _published_together() -> tuple[list[dict], list[dict]]:
     try:
         async with events.together():
             assert await events.apublish({"session_ref": ref, "items_cleared": 3})
-            await events._asend(*_activity_send(ref))
+            assert await events.apublish_presence(ref, 2)
         return await _received(layer, staff, 2), await _received(layer, tab, 2)
     finally:
         await layer.group_discard(conf.PATIENT_EVENT_GROUP, staff)
 
 
-def _activity_send(ref: str) -> tuple[list[str], dict]:
-    event = {"session_ref": ref, "seen": time.time()}
+def _activity_send(ref: str, items: int | None = 0) -> tuple[list[str], dict]:
+    event = {"session_ref": ref, "seen": time.time(), "items": items}
     return events._groups(ref), {"type": events.ACTIVITY_TYPE, "event": event}
 
 
@@ -129,14 +129,14 @@ async def test_events_published_together_arrive_in_their_order():
     for received in await _published_together():
         assert [message["type"] for message in received] == [
             events.EVENT_TYPE,
-            events.ACTIVITY_TYPE,
+            events.PRESENCE_TYPE,
         ]
 
 
 @pytest.mark.usefixtures("scanned_frames")
 async def test_events_published_together_are_one_send(sends):
     await _published_together()
-    assert sends == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
+    assert sends == [[events.EVENT_TYPE, events.PRESENCE_TYPE]]
 
 
 @on_redis
@@ -171,7 +171,7 @@ async def test_a_nested_block_sends_with_the_outer_one(sends):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("scanned_frames")
-async def test_an_http_cleanup_sends_its_cleared_event_and_activity_at_once(clinician, sends):
+async def test_an_http_cleanup_sends_one_event_with_its_click_in_it(clinician, sends):
     client = await live.signed_in(clinician)
     staff_client = await live.signed_in(await live.staff_user(), patient_data=False)
     staff = await live.monitor_socket(staff_client)
@@ -179,12 +179,90 @@ async def test_an_http_cleanup_sends_its_cleared_event_and_activity_at_once(clin
     await live.rewrite(client, seen=time.time() - 60)  # the click's activity is due
     sends.clear()  # (the connects' presence events)
     assert (await client.post("/api/clear-patient-session/")).status_code == 200
-    assert sends == [[events.EVENT_TYPE, events.ACTIVITY_TYPE]]
+    assert sends == [[events.EVENT_TYPE]]
     for receiver in (socket, staff):
-        await receiver.expect("session.cleared")  # (presence frames of the connects first)
-        assert (await receiver.next())["type"] == "session.activity"
+        frame = await receiver.expect("session.cleared")  # (presence frames of the connects)
+        assert frame["activity"] is True
+        assert frame["items_cleared"] > 0
+        assert await receiver.nothing()  # no session.activity after it
     await socket.close()
     await staff.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("scanned_frames")
+async def test_an_http_cleanup_without_a_due_activity_write_has_no_activity_in_its_event(
+    clinician, sends
+):
+    client = await live.signed_in(clinician)
+    socket = await live.session_socket(client)
+    await live.rewrite(client, seen=time.time())  # written just now: this click is not
+    sends.clear()
+    assert (await client.post("/api/clear-patient-session/")).status_code == 200
+    assert sends == [[events.EVENT_TYPE]]
+    assert "activity" not in await socket.expect("session.cleared")
+    await socket.close()
+
+
+async def _folded(*publishes) -> list[dict]:
+    """The messages of one ``together`` block whose publishes are ``publishes`` (sends)."""
+    sent: list[dict] = []
+
+    async def recorded(held):
+        sent.extend(message for _, message in held)
+        return True
+
+    original = events._asend_all
+    events._asend_all = recorded
+    try:
+        async with events.together():
+            for groups, message in publishes:
+                await events._asend(groups, message)
+    finally:
+        events._asend_all = original
+    return sent
+
+
+def _cleanup_send(ref: str) -> tuple[list[str], dict]:
+    event = {"session_ref": ref, "items_cleared": 2, "action": "clear_patient_data"}
+    return events._groups(ref), {"type": events.EVENT_TYPE, "event": event}
+
+
+async def test_an_activity_rides_in_its_sessions_cleanup_of_the_same_block():
+    cleared, activity = _cleanup_send("a" * 32), _activity_send("a" * 32)
+    sent = await _folded(cleared, activity)
+    assert [message["type"] for message in sent] == [events.EVENT_TYPE]
+    assert sent[0]["event"]["seen"] == activity[1]["event"]["seen"]
+    assert sent[0]["event"]["items_cleared"] == 2
+    assert "seen" not in cleared[1]["event"]  # the published event itself is not changed
+
+
+async def test_an_activity_before_its_sessions_cleanup_rides_in_it_too():
+    sent = await _folded(_activity_send("a" * 32, items=None), _cleanup_send("a" * 32))
+    assert [message["type"] for message in sent] == [events.EVENT_TYPE]
+    assert "seen" in sent[0]["event"]
+
+
+@pytest.mark.parametrize(
+    "activity",
+    [
+        _activity_send("b" * 32),  # another session's activity
+        _activity_send("a" * 32, items=2),  # the session holds data again after it
+    ],
+)
+async def test_an_activity_that_says_more_than_the_cleanup_goes_on_its_own(activity):
+    sent = await _folded(_cleanup_send("a" * 32), activity)
+    assert [message["type"] for message in sent] == [events.EVENT_TYPE, events.ACTIVITY_TYPE]
+    assert "seen" not in sent[0]["event"]
+
+
+async def test_an_activity_is_not_folded_into_a_bulk_summary():
+    summary = (
+        [conf.PATIENT_EVENT_GROUP],
+        {"type": events.EVENT_TYPE, "event": {"session_ref": "-"}},
+    )
+    sent = await _folded(summary, _activity_send("-"))
+    assert [message["type"] for message in sent] == [events.EVENT_TYPE, events.ACTIVITY_TYPE]
 
 
 @pytest.mark.usefixtures("scanned_frames")

@@ -193,3 +193,21 @@ async def test_patient_data_stored_while_a_page_is_open_starts_its_idle_deadline
     assert "session.cleared" in frames
     assert "patient_summary" not in await index.store(session_key(client)).aload()
     await socket.close()
+
+
+async def test_an_http_cleanups_click_makes_a_warned_timer_look_again_at_once(
+    clinician, monkeypatch
+):
+    # The click's activity rides in the cleanup's event (no session.activity of its own): a
+    # warned timer is woken by it as by any activity.
+    client = await signed_in(clinician)
+    await rewrite(client, seen=time.time() - conf.PATIENT_SESSION_TIMEOUT * 60 + 30)
+    socket = await _open(client)
+    await socket.expect("session.timeout_warning")
+    looks = _timer_looks(monkeypatch)
+    assert (await client.post("/api/clear-patient-session/")).status_code == 200
+    assert (await socket.expect("session.cleared"))["activity"] is True
+    frames = await _frames_for(socket, 0.5)
+    assert "session.activity" not in [frame["type"] for frame in frames]
+    assert looks == ["socket_timer"]
+    await socket.close()

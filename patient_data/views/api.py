@@ -101,15 +101,17 @@ async def _username(request: HttpRequest) -> str:
 def rate_limited(endpoint: str) -> Callable:
     """A JSON 429 with Retry-After once the session or the client address is over its limit.
 
-    A session that holds patient data is always served: the limit guards the server's work
-    (and the audit trail), never the removal of the data.
+    A session that holds patient data is always served, and not counted: the limit guards the
+    server's work (and the audit trail) against requests with nothing to clear, never the
+    removal of the data (nor a colleague's at the same address). Such a request costs no
+    round trip to the counters.
     """
 
     def decorator(view):
         @wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs):
-            over = await ratelimit.aexceeded(request, endpoint)
-            if over and not get_registry().patient_keys(list(await request.session.akeys())):
+            holds = get_registry().patient_keys(list(await request.session.akeys()))
+            if not holds and await ratelimit.aexceeded(request, endpoint):
                 logger.warning(
                     "Cleanup request refused by the rate limit (%s) for session %s.",
                     endpoint,
@@ -148,7 +150,7 @@ async def clear_patient_session(request: HttpRequest) -> JsonResponse:
     # The click is activity: stamped before the cleanup, the cleanup's own write carries it,
     # and the middleware finds nothing left to write after the view (no second save).
     seen = await astamp_activity(request)
-    async with events.together():  # the cleared event and the activity: one send, in order
+    async with events.together():  # the activity rides in the cleared event
         items = await cleanup.aclear_patient_session_data(
             request, reason=reason, source="api", actor=await request.auser()
         )

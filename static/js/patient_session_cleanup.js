@@ -335,19 +335,15 @@
         });
         break;
       case "session.activity":
-        if (state.status) {
-          state.status.at = Date.now();
-          state.status.idleLeft = state.status.hasPatientData ? frame.idle_seconds_left : null;
-          state.status.lastActivity = Date.now();
-        }
-        closeWarning();
-        scheduleWarning();
-        render();
+        noteActivity(frame.idle_seconds_left);
         break;
       case "session.timeout_warning":
         openWarning(frame.seconds_left, frame.reason);
         break;
       case "session.cleared":
+        if (frame.activity) {
+          noteActivity(null); // the request that cleared was activity too (an HTTP cleanup)
+        }
         onCleared(detailOf(frame));
         break;
       case "session.ended":
@@ -585,6 +581,18 @@
       const value = reason + "." + Math.floor(Date.now() / 1000);
       document.cookie = setting("noticeCookie") + "=" + value + "; Max-Age=600; path=/; SameSite=Lax";
     }
+  }
+
+  // Activity was recorded for the session (any tab, any process): the deadlines moved later.
+  function noteActivity(idleLeft) {
+    if (state.status) {
+      state.status.at = Date.now();
+      state.status.idleLeft = state.status.hasPatientData ? idleLeft : null;
+      state.status.lastActivity = Date.now();
+    }
+    closeWarning();
+    scheduleWarning();
+    render();
   }
 
   function onCleared(detail, fromOtherTab) {

@@ -80,6 +80,49 @@ def test_a_cleanup_in_one_tab_blanks_the_other_at_once(tab, quick):
     )
 
 
+def test_an_http_cleanup_from_another_browser_reaches_the_page_in_one_frame(
+    tab, quick, new_context
+):
+    """An HTTP cleanup's click rides in its ``session.cleared`` (``activity: true``): the open
+    page blanks on that one frame, and no ``session.activity`` of the click follows it."""
+    received = []
+    tab.on(
+        "websocket",
+        lambda socket: socket.on(
+            "framereceived", lambda payload: received.append(json.loads(payload))
+        ),
+    )
+    log_in_with_patient(tab)
+    _live(tab)
+    _record_events(tab)
+    elsewhere = new_context(quick).new_page()  # another profile, the same session cookie
+    elsewhere.context.add_cookies(tab.context.cookies())
+    elsewhere.goto(tab.url)
+    elsewhere.wait_for_timeout(1500)  # its page view's activity write is past the interval
+    status = elsewhere.evaluate(
+        """async () => {
+      const cookie = document.cookie.match(/(?:^|;\\s*)csrftoken=([^;]+)/);
+      const token = cookie ? cookie[1] : document.querySelector('meta[name="csrf-token"]').content;
+      const response = await fetch("/api/clear-patient-session/", {
+        method: "POST", headers: {"X-CSRFToken": token, Accept: "application/json"},
+      });
+      return response.status;
+    }"""
+    )
+    assert status == 200
+    _blanked(tab)
+    tab.wait_for_timeout(1500)
+    types = [frame.get("type") for frame in received]
+    cleared = [frame for frame in received if frame.get("type") == "session.cleared"]
+    assert len(cleared) == 1 and cleared[0]["activity"] is True
+    assert "session.activity" not in types[types.index("session.cleared") :]
+    detail = tab.evaluate("cleanupEvents")
+    assert len(detail) == 1 and detail[0]["reason"] == "manual_cleanup"
+    assert detail[0]["source"] == "api"
+    assert tab.evaluate("window.notReloaded") is True
+    screenshot(tab, "live-cleared-by-http-elsewhere")
+
+
 def test_a_logout_in_one_tab_ends_the_other(tab, quick):
     log_in_with_patient(tab)
     other = tab.context.new_page()

@@ -19,23 +19,12 @@ beyond the frozen ones, and walking them stalls its event loop for 70-160 ms on 
 (``bench/live.py --profiler pauses``): every request and frame in flight waits. At most one
 full collection every 100 keeps that stall to about one a minute under load; the younger
 generations are collected as often as before.
-
-``NCP_SWITCH_INTERVAL_MS`` (``0.5`` by default) is how long a thread may keep the interpreter
-while another waits for it (``sys.setswitchinterval``; Python's own is 5 ms). A request's sync
-work (its session, its database writes) runs in a thread beside the event loop, which is busy
-with other requests and frames: each time that thread's database answer comes back, it waits
-for the loop's thread to let go of the interpreter, up to the whole interval, and a cleanup
-makes about six such trips. With 5 ms the waits add up to most of a request's time under load
-(a convoy: slower requests, more of them in flight, more waits); with 0.5 ms, at 100 HTTP
-cleanups a second on 2 cores, the median went from 63-629 ms to 10-38 ms and the CPU per
-cleanup fell by a tenth (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -69,5 +58,3 @@ if getattr(settings, "NCP_GC_FREEZE_AT_START", True):
     gc.freeze()
 if (thresholds := getattr(settings, "NCP_GC_THRESHOLDS", None)) is not None:
     gc.set_threshold(*thresholds)
-if (interval := getattr(settings, "NCP_SWITCH_INTERVAL", None)) is not None:
-    sys.setswitchinterval(interval)

@@ -158,24 +158,3 @@ def env_gc_thresholds(name: str, default: tuple[int, int, int]) -> tuple[int, in
     raise ImproperlyConfigured(
         f"{name}={raw!r} is not three positive integers (e.g. 700,10,100), nor empty."
     )
-
-
-def env_switch_interval(name: str, default_ms: float) -> float | None:
-    """The interpreter's thread switch interval in seconds (``sys.setswitchinterval``) from
-    ``name`` in milliseconds (``"0.5"``); an empty value leaves the interpreter's own (None).
-    Anything but a positive number of at most 100 ms is refused."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default_ms / 1000
-    if not raw.strip():
-        return None
-    try:
-        milliseconds = float(raw)
-    except ValueError:
-        milliseconds = float("nan")
-    if not 0 < milliseconds <= 100:  # also refuses nan and inf
-        raise ImproperlyConfigured(
-            f"{name}={raw!r} is not a number of milliseconds above 0 and at most 100"
-            " (e.g. 0.5), nor empty."
-        )
-    return milliseconds / 1000

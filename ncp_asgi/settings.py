@@ -20,7 +20,6 @@ from ncp_asgi.env import (
     env_gc_thresholds,
     env_list,
     env_number,
-    env_switch_interval,
     local_secret_key,
     packaged_bootstrap_dir,
     postgres_pool,
@@ -241,9 +240,6 @@ NCP_GC_FREEZE_AT_START = env_bool("NCP_GC_FREEZE_AT_START", True)
 # The collector's thresholds in a server process: a full collection (which walks every open
 # socket's objects) at most every 100 collections of the middle generation, not every 10.
 NCP_GC_THRESHOLDS = env_gc_thresholds("NCP_GC_THRESHOLDS", (700, 10, 100))
-# How long a thread may hold the interpreter before another that waits gets it (ncp_asgi/asgi.py):
-# a request's hop back from the database waits on the event loop at most this long, not 5 ms.
-NCP_SWITCH_INTERVAL = env_switch_interval("NCP_SWITCH_INTERVAL_MS", 0.5)
 
 
 def _minutes(name: str, default: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from ncp_asgi.env import database_from_url, env_bool, env_gc_thresholds, env_switch_interval
+from ncp_asgi.env import database_from_url, env_bool, env_gc_thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 PROD_ENV = {
@@ -194,24 +194,6 @@ def test_gc_thresholds_that_are_not_three_positive_integers_are_refused(monkeypa
     monkeypatch.setenv("NCP_GC_THRESHOLDS", raw)
     with pytest.raises(ImproperlyConfigured, match="NCP_GC_THRESHOLDS"):
         env_gc_thresholds("NCP_GC_THRESHOLDS", (700, 10, 100))
-
-
-SWITCH = "import ncp_asgi.asgi, sys; print(sys.getswitchinterval())"
-
-
-def test_the_server_hands_the_interpreter_over_every_half_millisecond(tmp_path):
-    assert float(_in_server_process(tmp_path, SWITCH)) == pytest.approx(0.0005)
-    custom = _in_server_process(tmp_path, SWITCH, NCP_SWITCH_INTERVAL_MS="2")
-    assert float(custom) == pytest.approx(0.002)
-    own = _in_server_process(tmp_path, SWITCH, NCP_SWITCH_INTERVAL_MS="")
-    assert float(own) == pytest.approx(0.005)  # the interpreter's
-
-
-@pytest.mark.parametrize("raw", ["0", "-1", "abc", "nan", "inf", "101", "0.5ms"])
-def test_a_switch_interval_that_is_not_a_sensible_number_of_ms_is_refused(monkeypatch, raw):
-    monkeypatch.setenv("NCP_SWITCH_INTERVAL_MS", raw)
-    with pytest.raises(ImproperlyConfigured, match="NCP_SWITCH_INTERVAL_MS"):
-        env_switch_interval("NCP_SWITCH_INTERVAL_MS", 0.5)
 
 
 def test_the_server_s_start_up_objects_are_frozen_unless_turned_off(tmp_path):

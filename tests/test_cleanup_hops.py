@@ -89,10 +89,7 @@ async def test_an_http_cleanup_writes_the_session_once_with_its_activity(
     assert response.json() == {"success": True, "items_cleared": 3}
     cache_hops, others = _split_cache_hops(hops)
     assert others == [HANDLER_HOPS[0], SESSION_AND_USER_HOP, CSRF_HOP, PERSIST, HANDLER_HOPS[1]]
-    if isinstance(caches["default"], RedisCache):
-        assert cache_hops == []  # charged from the event loop
-    else:
-        assert cache_hops  # Django's cache API
+    assert cache_hops == []  # it clears patient data: not charged to the rate limit at all
     assert _around_persist(persist_marked) == ['"django_session"', '"auth_user"']
     assert sum(query.startswith(SESSION_WRITE) for query in persist_marked) == 1
     stored = await client.session.aload()
@@ -100,15 +97,26 @@ async def test_an_http_cleanup_writes_the_session_once_with_its_activity(
     assert stored[META_KEY]["seen"] > time.time() - 5
 
 
-async def test_an_http_cleanup_still_announces_the_activity_after_the_cleanup(clinician):
+async def test_an_http_cleanup_still_announces_the_activity_in_its_cleared_event(clinician):
     client = await signed_in(clinician)
     socket = await session_socket(client)
     await rewrite(client, seen=time.time() - 60)
     await client.post("/api/clear-patient-session/")
-    assert (await socket.expect("session.cleared"))["source"] == "api"
-    activity = await socket.expect("session.activity")
-    assert activity["idle_seconds_left"] > 60 and activity["items"] == 0  # nothing left
+    cleared = await socket.expect("session.cleared")
+    assert cleared["source"] == "api" and cleared["activity"] is True
+    assert await socket.nothing()  # no session.activity of its own after it
     await socket.close()
+
+
+async def test_a_cleanup_with_nothing_to_clear_is_charged_to_the_rate_limit(clinician, hops):
+    client = await signed_in(clinician, patient_data=False)
+    hops.clear()
+    assert (await client.post("/api/clear-patient-session/")).json()["items_cleared"] == 0
+    cache_hops, _ = _split_cache_hops(hops)
+    if isinstance(caches["default"], RedisCache):
+        assert cache_hops == []  # charged from the event loop, no hop
+    else:
+        assert cache_hops  # Django's cache API
 
 
 async def test_a_passive_cleanup_is_not_activity(clinician):

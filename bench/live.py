@@ -593,7 +593,7 @@ async def run_daphne(
                 connections = await open_page_connections(server.port, args.cleanups)
             await settle(widgets + staff)
             before = cpu_parts(server)
-            profile_start(profiled, server)
+            profile_start(profiled, server, args.profiler)
             result[f"cleanup_{via}"] = await cleanup_latency(
                 server, widgets, staff, keys, refs, args, via, connections
             )
@@ -627,19 +627,46 @@ async def run_daphne(
 PROFILERS = {
     "yappi": ("bench.live_asgi_profiled:application", "pstat"),
     "pauses": ("bench.live_asgi_pauses:application", "json"),
+    "hopx": ("bench.live_asgi_hopx:application", "json"),
+    # A sampling profiler outside the process: the application as shipped, nothing inflated.
+    "py-spy": ("ncp_asgi.asgi:application", "txt"),
 }
+#: ``--profiler py-spy``: the samplers of the running phase, one per daphne process.
+_samplers: list[tuple[subprocess.Popen, Path]] = []
 
 
-def profile_start(directory: str | None, server: Server) -> None:
-    """``--profile DIR``: yappi starts in each daphne process (``bench/live_asgi_profiled.py``)."""
-    if directory:
+def profile_start(directory: str | None, server: Server, profiler: str = "yappi") -> None:
+    """``--profile DIR``: yappi starts in each daphne process (``bench/live_asgi_profiled.py``),
+    or ``py-spy record`` attaches to each (``--profiler py-spy``: the thread holding the GIL,
+    250 samples a second, collapsed stacks with the thread's id first)."""
+    if not directory:
+        return
+    if profiler != "py-spy":
         for process in server.processes:
             os.kill(process.pid, signal.SIGUSR1)
+        return
+    py_spy = Path(sys.executable).with_name("py-spy")
+    for process in server.processes:
+        out = Path(directory) / f"{process.pid}.txt"
+        command = [str(py_spy), "record", "--pid", str(process.pid), "--format", "raw"]
+        command += ["--rate", "250", "--gil", "--threads", "--nonblocking", "-o", str(out)]
+        sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _samplers.append((sampler, out))
+    time.sleep(1.0)  # attached before the phase starts
 
 
 def profile_stop(directory: str | None, server: Server, name: str, suffix: str) -> None:
     """Each process saves its profile of the phase: ``DIR/<name>-<pid>.<suffix>``."""
     if not directory:
+        return
+    if _samplers:
+        for sampler, _ in _samplers:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes what it sampled, then exits
+        for sampler, out in _samplers:
+            sampler.wait(timeout=60)
+            pid = out.stem
+            out.rename(out.with_name(f"{name}-{pid}.{suffix}"))
+        _samplers.clear()
         return
     for process in server.processes:
         os.kill(process.pid, signal.SIGUSR2)
@@ -747,7 +774,8 @@ def main() -> None:
         "--profiler",
         choices=sorted(PROFILERS),
         default="yappi",
-        help="yappi (pip install yappi; .pstat) or pauses (GC and event-loop lag; .json)",
+        help="yappi (pip install yappi; .pstat), pauses (GC and event-loop lag; .json) or"
+        " py-spy (pip install py-spy; sampled collapsed stacks of the GIL's holder; .txt)",
     )
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -35,6 +35,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from monitor.auth import SocketAuthMiddleware  # noqa: E402
 from monitor.routing import websocket_urlpatterns  # noqa: E402
@@ -52,6 +53,11 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# The URL patterns, and the views they import, load now rather than in the first request each
+# process serves (daphne runs no system checks, which would load them): after a restart the
+# first clinician's click does not wait for the imports, nor do the requests queued behind it.
+get_resolver().url_patterns  # noqa: B018 - a cached property, loaded for its effect
 
 if getattr(settings, "NCP_GC_FREEZE_AT_START", True):
     gc.collect()  # what start-up left as garbage goes first, not into the frozen set

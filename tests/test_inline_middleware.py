@@ -3,6 +3,10 @@ hook would do I/O (check ``patient_data.E060``), Django's behaviour everywhere."
 
 from __future__ import annotations
 
+import io
+import json
+from urllib.parse import urlencode
+
 import pytest
 from django.conf import settings
 from django.core.checks import run_checks
@@ -10,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from django.test import RequestFactory, override_settings
+from django.utils.crypto import get_random_string
 
 from bench.settings_stock import MIDDLEWARE as DJANGO_STACK
 from patient_data import checks
@@ -17,6 +22,7 @@ from patient_data.middleware import inline
 
 INLINE_CSRF = "patient_data.middleware.inline.CsrfViewMiddleware"
 INLINE_MESSAGES = "patient_data.middleware.inline.MessageMiddleware"
+FORM = "application/x-www-form-urlencoded"
 
 
 async def _async_view(request: HttpRequest) -> HttpResponse:
@@ -65,12 +71,98 @@ async def test_csrf_checks_a_safe_method_inline(hops):
     assert used == []
 
 
-async def test_csrf_checks_an_unsafe_method_in_a_thread_and_still_refuses_it(hops):
-    request = RequestFactory().post("/", {"field": "value"})
+def _post(body=None, *, token: str | None = None, **extra) -> HttpRequest:
+    """A POST through the CSRF check (RequestFactory's requests skip it unless told)."""
+    data = body if body is not None else {"field": "value"}
+    if token is not None and isinstance(data, dict):
+        data = {**data, "csrfmiddlewaretoken": token}
+    if isinstance(data, dict) and not any(hasattr(v, "read") for v in data.values()):
+        data, extra = urlencode(data), {"content_type": FORM, **extra}  # a browser's form
+    request = RequestFactory().post("/", data, **extra)
+    request._dont_enforce_csrf_checks = False
+    return request
+
+
+def _with_secret(request: HttpRequest, secret: str | None = None) -> HttpRequest:
+    request.COOKIES[settings.CSRF_COOKIE_NAME] = secret or get_random_string(32)
+    return request
+
+
+async def test_csrf_accepts_a_form_post_inline(hops):
+    secret = get_random_string(32)
+    request = _with_secret(_post(token=secret), secret)
+    response, used = await _through_csrf(inline.CsrfViewMiddleware, request, hops)
+    assert response is None
+    assert used == []  # the body was parsed from memory, in the loop
+
+
+async def test_csrf_accepts_an_api_call_with_the_header_inline(hops):
+    secret = get_random_string(32)
+    request = _post(b"", content_type="application/json", headers={"X-CSRFToken": secret})
+    request.COOKIES[settings.CSRF_COOKIE_NAME] = secret
+    response, used = await _through_csrf(inline.CsrfViewMiddleware, request, hops)
+    assert response is None
+    assert used == []
+
+
+async def test_csrf_refuses_a_post_without_its_token_with_the_failure_view_in_a_thread(hops):
+    request = _with_secret(_post())
+    response, used = await _through_csrf(inline.CsrfViewMiddleware, request, hops)
+    assert used == ["CsrfViewMiddleware._reject"]  # the check inline, the failure view not
+    expected = DjangoCsrfViewMiddleware(_sync_view).process_view(request, _sync_view, (), {})
+    assert response.status_code == expected.status_code == 403
+    assert response["Content-Type"] == expected["Content-Type"]
+    # The portal's failure page (CSRF_FAILURE_VIEW), which asks whether a user is signed in.
+    assert b"Your page was out of date" in response.content
+    assert not hasattr(request, "_ncp_csrf_defer_reject")
+
+
+async def test_csrf_refuses_an_api_call_without_a_cookie_as_json(hops):
+    request = RequestFactory().post(
+        "/api/clear-patient-session/", content_type="application/json", headers={"X-CSRFToken": "x"}
+    )
     request._dont_enforce_csrf_checks = False
     response, used = await _through_csrf(inline.CsrfViewMiddleware, request, hops)
+    assert used == ["CsrfViewMiddleware._reject"]
     assert response.status_code == 403
+    assert json.loads(response.content)["error"] == "csrf_failed"
+
+
+async def test_csrf_checks_a_multipart_post_in_a_thread_and_still_refuses_it(hops):
+    request = _with_secret(_post({"field": "value", "upload": io.BytesIO(b"file")}))
+    assert request.content_type == "multipart/form-data"
+    response, used = await _through_csrf(inline.CsrfViewMiddleware, request, hops)
+    assert response.status_code == 403
+    assert used == ["CsrfViewMiddleware.process_view"]  # the whole check, failure view in it
+
+
+@override_settings(FILE_UPLOAD_MAX_MEMORY_SIZE=10)
+async def test_csrf_checks_a_body_spooled_to_disk_in_a_thread(hops):
+    secret = get_random_string(32)
+    request = _with_secret(_post({"field": "a longer value than ten bytes"}, token=secret), secret)
+    response, used = await _through_csrf(inline.CsrfViewMiddleware, request, hops)
+    assert response is None
     assert used == ["CsrfViewMiddleware.process_view"]
+
+
+@pytest.mark.parametrize(
+    ("meta", "in_memory"),
+    [
+        ({}, True),
+        ({"CONTENT_LENGTH": "5"}, True),
+        ({"CONTENT_LENGTH": "x"}, False),
+        ({"CONTENT_LENGTH": "-1"}, False),
+        ({"CONTENT_LENGTH": "limit"}, True),
+        ({"CONTENT_LENGTH": "over"}, False),
+    ],
+)
+def test_which_bodies_are_parsed_from_memory(meta, in_memory):
+    request = RequestFactory().generic("POST", "/", content_type="text/plain")
+    request.META.pop("CONTENT_LENGTH", None)
+    limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    lengths = {"limit": str(limit), "over": str(limit + 1)}
+    request.META.update({k: lengths.get(v, v) for k, v in meta.items()})
+    assert inline.body_parsed_in_memory(request) is in_memory
 
 
 async def test_csrf_sets_its_cookie_inline(hops):

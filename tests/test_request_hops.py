@@ -10,6 +10,7 @@ together.
 from __future__ import annotations
 
 from importlib import import_module
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
@@ -91,13 +92,19 @@ async def test_the_patient_middlewares_add_no_query_and_no_hop(patient, hops, qu
     assert hops == hops_with_them
 
 
-async def test_a_post_still_hops_for_csrf_s_view_check(patient, hops):
-    """An unsafe method may parse the body and render the failure view: not in the loop."""
+async def test_a_form_post_is_checked_by_csrf_without_a_hop(patient, hops):
+    """A browser's form (urlencoded, in memory) is parsed and checked in the loop; only a
+    refusal's failure view, or a multipart body, would hop (tests/test_inline_middleware.py)."""
     client, _ = await steady_client(patient)
+    client.cookies[settings.CSRF_COOKIE_NAME] = secret = "s" * 32
     hops.clear()
-    response = await client.post("/patients/", {"patient_id": patient.patient_id})
+    response = await client.post(
+        "/patients/",
+        urlencode({"patient_id": patient.patient_id, "csrfmiddlewaretoken": secret}),
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 302
-    assert "CsrfViewMiddleware.process_view" in hops
+    assert not [hop for hop in hops if hop.startswith("CsrfViewMiddleware.")]
 
 
 def test_the_sync_stack_reads_the_user_once(patient, queries):

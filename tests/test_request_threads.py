@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -96,3 +99,19 @@ async def test_websockets_are_left_alone():
 
 def test_the_project_s_http_application_uses_it():
     assert isinstance(asgi.http_app, RequestThreads)
+
+
+
+def test_the_url_patterns_are_loaded_with_the_application():
+    """By the application's import, in a process of its own, not by the first request each
+    process serves (daphne runs no system checks)."""
+    code = (
+        "import ncp_asgi.asgi\n"
+        "from django.urls import get_resolver\n"
+        "print('url_patterns' in get_resolver().__dict__)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "True", done.stderr

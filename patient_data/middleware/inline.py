@@ -5,9 +5,15 @@ Under ASGI, Django runs every hook of a ``MiddlewareMixin`` middleware through
 thread per request for the first), though Security, Common, XFrame, Auth (lazy user), CSRF
 with cookie storage and Messages with cookie storage do no I/O at all. :func:`inline` adapts
 such a class without changing it: a subclass whose async ``__call__`` runs the class's own
-``process_request``/``process_response`` inline, and whose ``process_view`` runs inline for
-safe methods (an unsafe one may parse the body and render the failure view, so it keeps its
-hop). The sync mode, and every decision, stay Django's.
+``process_request``/``process_response`` inline. The sync mode, and every decision, stay
+Django's.
+
+CSRF's ``process_view`` runs inline too, for safe methods and for an unsafe one whose body
+Django parses from memory (not ``multipart/form-data``, whose upload handlers may write files,
+and of a declared length that Django keeps in memory): the token check is then pure
+computation. A refusal's failure view (``CSRF_FAILURE_VIEW``, which may render templates or
+read anything) still runs in a hop, as does the whole check of any other body. A form post or
+an API call no longer waits for a thread to compare two tokens.
 
 A configuration under which a hook would do I/O (``CSRF_USE_SESSIONS``, a message storage that
 can fall back to the session) is refused by the system check ``patient_data.E060``; should it be
@@ -22,7 +28,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.contrib.messages.storage.cookie import CookieStorage
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, HttpResponseForbidden
 from django.middleware.clickjacking import XFrameOptionsMiddleware as DjangoXFrameMiddleware
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
@@ -52,8 +58,6 @@ def inline(middleware: type, refusal: Refusal = _never) -> type:
         def __init__(self, get_response) -> None:
             super().__init__(get_response)
             self.runs_inline = self.async_mode and refusal() is None
-            if self.runs_inline and hasattr(self, "process_view"):
-                self.process_view = _inline_when_safe(self.process_view)
 
         async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
             if not self.runs_inline:
@@ -71,17 +75,6 @@ def inline(middleware: type, refusal: Refusal = _never) -> type:
     return Inline
 
 
-def _inline_when_safe(process_view: Callable) -> Callable:
-    hop = sync_to_async(process_view, thread_sensitive=True)
-
-    async def aprocess_view(request: HttpRequest, view, args, kwargs):
-        if request.method in SAFE_METHODS:
-            return process_view(request, view, args, kwargs)
-        return await hop(request, view, args, kwargs)
-
-    return aprocess_view
-
-
 def _csrf_refusal() -> str | None:
     if settings.CSRF_USE_SESSIONS:
         return "CSRF_USE_SESSIONS keeps the CSRF secret in the session (session I/O)"
@@ -97,7 +90,63 @@ def _messages_refusal() -> str | None:
 
 SecurityMiddleware = inline(DjangoSecurityMiddleware)
 CommonMiddleware = inline(DjangoCommonMiddleware)
-CsrfViewMiddleware = inline(DjangoCsrfViewMiddleware, _csrf_refusal)
+
+
+#: Set on a request whose CSRF check runs inline: a refusal is deferred to a hop.
+_DEFER_REJECT_ATTR = "_ncp_csrf_defer_reject"
+
+
+class _Refused(HttpResponseForbidden):
+    """What the inline check returns instead of the failure view's answer (never sent)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def body_parsed_in_memory(request: HttpRequest) -> bool:
+    """Whether reading ``request.POST`` touches nothing but memory: not a multipart body (its
+    upload handlers may write temporary files), and a declared length that Django keeps in
+    memory (``FILE_UPLOAD_MAX_MEMORY_SIZE``; a longer body is spooled to disk)."""
+    if request.content_type == "multipart/form-data":
+        return False
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return 0 <= length <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+
+
+class CsrfViewMiddleware(inline(DjangoCsrfViewMiddleware, _csrf_refusal)):
+    """``django.middleware.csrf.CsrfViewMiddleware``, its hooks run inline in async mode; an
+    unsafe request's check in a hop only if its body is not parsed from memory, and a
+    refusal's failure view always in a hop."""
+
+    def __init__(self, get_response) -> None:
+        super().__init__(get_response)
+        if self.runs_inline:
+            self._view_hop = sync_to_async(super().process_view, thread_sensitive=True)
+            self._reject_hop = sync_to_async(super()._reject, thread_sensitive=True)
+            self.process_view = self._aprocess_view
+
+    async def _aprocess_view(self, request: HttpRequest, view, args, kwargs):
+        if request.method not in SAFE_METHODS and not body_parsed_in_memory(request):
+            return await self._view_hop(request, view, args, kwargs)
+        setattr(request, _DEFER_REJECT_ATTR, True)
+        try:
+            response = super().process_view(request, view, args, kwargs)
+        finally:
+            delattr(request, _DEFER_REJECT_ATTR)
+        if isinstance(response, _Refused):
+            return await self._reject_hop(request, response.reason)
+        return response
+
+    def _reject(self, request: HttpRequest, reason: str) -> HttpResponseBase:
+        if getattr(request, _DEFER_REJECT_ATTR, False):
+            return _Refused(reason)
+        return super()._reject(request, reason)
+
+
 AuthenticationMiddleware = inline(OneUserAuthentication)
 MessageMiddleware = inline(DjangoMessageMiddleware, _messages_refusal)
 XFrameOptionsMiddleware = inline(DjangoXFrameMiddleware)

@@ -15,20 +15,53 @@ not reused: it is shut down once that call returns. A task that a request starts
 before the request does: a thread-sensitive call made after that raises ``RuntimeError``
 (asgiref's rule for a context with its own executor). An asgiref without the ``executor``
 argument leaves Django's own behaviour in place.
+
+Django's handler sends ``request_started`` before anything else, and its receivers are sync
+(``reset_queries`` and ``close_old_connections``, which act on the calling thread's database
+connections): a hop of its own, whose only work is done in the request's thread. Here, when
+those two are all it has to call, they run at the head of the request's first hop, in that same
+thread, before anything of the request touches a connection; a request that never hops never
+touches one. Any other receiver connected to ``request_started`` (sync or async) brings
+Django's own dispatch back, hop included. ``request_finished`` is left alone.
+
+A pooled database connection (PostgreSQL with ``OPTIONS["pool"]``) goes back to the pool at the
+end of each hop that leaves no transaction open, not only when the request ends: Django's
+``close_old_connections`` logic, run per hop. Under ASGI a request holds its thread's connection
+from its first query until its last hop, after the response went out, and in between it waits
+in the event loop (other requests, the frames of a thousand sockets, Redis). Under load those
+waits are most of its life, so connections held through them ran out: 20 per process while a
+request used one for 30 ms of its 300 ms, the next requests queued for a connection, and the
+queue fed itself (``docs/benchmarks.md``, issue #7). Now a connection is held only while a hop
+uses it. A connection without a pool is kept for the request as before (opening one per hop
+would cost more than it saves).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import inspect
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler
+from django.db import close_old_connections, connections, reset_queries
 
 #: Whether this asgiref lets a context use a given executor (asgiref >= 3.11).
 SUPPORTED = "executor" in inspect.signature(ThreadSensitiveContext.__init__).parameters
 #: Idle threads kept for the next requests; a burst beyond that starts threads as Django does.
 MAX_IDLE = 32
+
+
+#: ``request_started``'s receivers that only act on the calling thread's database connections.
+THREAD_START_RECEIVERS = frozenset({reset_queries, close_old_connections})
+#: The executor of the HTTP request being served (set by :class:`RequestThreads`).
+_executor: contextvars.ContextVar[_RequestExecutor | None] = contextvars.ContextVar(
+    "ncp_request_executor", default=None
+)
 
 
 class _RequestExecutor(ThreadPoolExecutor):
@@ -37,9 +70,13 @@ class _RequestExecutor(ThreadPoolExecutor):
     def __init__(self) -> None:
         super().__init__(max_workers=1, thread_name_prefix="ncp-request")
         self.last: Future | None = None
+        #: Calls the request's first hop runs before its own (``request_started``'s).
+        self.prelude: list[Callable[[], Any]] = []
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        self.last = super().submit(fn, *args, **kwargs)
+        prelude, self.prelude = self.prelude, []
+        call = functools.partial(_hop, prelude, functools.partial(fn, *args, **kwargs))
+        self.last = super().submit(call)
         return self.last
 
     def idle(self) -> bool:
@@ -59,11 +96,61 @@ class RequestThreads:
             await self.app(scope, receive, send)
             return
         executor = self.idle.pop() if self.idle else _RequestExecutor()
+        executor.prelude = []
+        token = _executor.set(executor)
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.app(scope, receive, send)
         finally:
+            _executor.reset(token)
             if executor.idle() and len(self.idle) < self.max_idle:
                 self.idle.append(executor)
             else:
                 executor.shutdown(wait=False)  # its thread ends after its last call
+
+
+def _hop(prelude: list[Callable[[], Any]], call: Callable[[], Any]) -> Any:
+    """One hop of a request, in its thread: ``request_started``'s receivers if it is the first,
+    the call, then its pooled connections back to the pool."""
+    try:
+        for first in prelude:
+            first()
+        return call()
+    finally:
+        release_pooled_connections()
+
+
+def release_pooled_connections() -> None:
+    """Give this thread's pooled connections back to their pool, unless a transaction is open
+    (``close_if_unusable_or_obsolete``: what Django does at the end of a request)."""
+    for conn in connections.all(initialized_only=True):
+        if (
+            conn.connection is not None
+            and not conn.in_atomic_block
+            and conn.settings_dict.get("OPTIONS", {}).get("pool")
+        ):
+            conn.close_if_unusable_or_obsolete()
+
+
+_django_asend = signals.request_started.asend
+
+
+async def _request_started_asend(sender: Any, **named: Any) -> list:
+    """``request_started.asend``: for a request served by :class:`RequestThreads` whose
+    receivers are :data:`THREAD_START_RECEIVERS` only, they are queued for the head of the
+    request's first hop instead of hopping now; otherwise Django's own dispatch."""
+    executor = _executor.get()
+    if executor is not None and isinstance(sender, type) and issubclass(sender, ASGIHandler):
+        sync_receivers, async_receivers = signals.request_started._live_receivers(sender)
+        if not async_receivers and THREAD_START_RECEIVERS.issuperset(sync_receivers):
+            signal = signals.request_started
+            executor.prelude = [
+                functools.partial(receiver, signal=signal, sender=sender, **named)
+                for receiver in sync_receivers
+            ]
+            return [(receiver, None) for receiver in sync_receivers]
+    return await _django_asend(sender, **named)
+
+
+if SUPPORTED:
+    signals.request_started.asend = _request_started_asend

@@ -11,6 +11,10 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
+from django.core import signals
+from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
+from django.db import connection, transaction
 
 from ncp_asgi import asgi, request_threads
 from ncp_asgi.request_threads import RequestThreads
@@ -101,7 +105,6 @@ def test_the_project_s_http_application_uses_it():
     assert isinstance(asgi.http_app, RequestThreads)
 
 
-
 def test_the_url_patterns_are_loaded_with_the_application():
     """By the application's import, in a process of its own, not by the first request each
     process serves (daphne runs no system checks)."""
@@ -115,3 +118,117 @@ def test_the_url_patterns_are_loaded_with_the_application():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.stdout.strip() == "True", done.stderr
+
+
+class StartedThenHops:
+    """What Django's handler does first: ``request_started``, then the request's hops."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, list]] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        await signals.request_started.asend(sender=ASGIHandler, scope=scope)
+        self.seen.append(await sync_to_async(_thread_and_log)())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _thread_and_log() -> tuple[int, list]:
+    return threading.get_ident(), list(connection.queries_log)
+
+
+@pytest.mark.django_db
+async def test_request_started_runs_at_the_head_of_the_first_hop_in_the_request_s_thread(hops):
+    app = StartedThenHops()
+    threads = RequestThreads(app)
+    assert await _get(threads) == 200
+    thread = app.seen[0][0]
+    # Something left in that thread's query log, as a request of DEBUG leaves it.
+    await asyncio.get_running_loop().run_in_executor(
+        threads.idle[0], lambda: connection.queries_log.append({"sql": "left"})
+    )
+    hops.clear()
+    assert await _get(threads) == 200
+    assert app.seen[1] == (thread, [])  # reset_queries ran there, before the hop's own call
+    assert hops == ["_thread_and_log"]  # and request_started made no hop of its own
+
+
+@pytest.mark.django_db
+async def test_another_receiver_of_request_started_brings_django_s_hop_back(hops):
+    called: list[int] = []
+
+    def receiver(**kwargs) -> None:
+        called.append(threading.get_ident())
+
+    signals.request_started.connect(receiver)
+    try:
+        app = StartedThenHops()
+        hops.clear()
+        assert await _get(RequestThreads(app)) == 200
+    finally:
+        signals.request_started.disconnect(receiver)
+    assert hops == ["Signal.asend.<locals>.sync_send", "_thread_and_log"]
+    assert called == [app.seen[0][0]]  # Django's dispatch, in the request's thread
+
+
+async def test_request_started_outside_request_threads_is_django_s(hops):
+    await signals.request_started.asend(sender=ASGIHandler, scope={"type": "http"})
+    assert hops == ["Signal.asend.<locals>.sync_send"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_page_through_django_s_handler_makes_no_request_started_hop(hops):
+    app = RequestThreads(get_asgi_application())
+    communicator = HttpCommunicator(
+        app, "GET", "/accounts/login/", headers=[(b"host", b"testserver")]
+    )
+    response = await communicator.get_response(timeout=10)
+    assert response["status"] == 200
+    await communicator.wait(timeout=10)  # the application has returned
+    assert "Signal.asend.<locals>.sync_send" not in hops
+    assert "HttpResponseBase.close" in hops  # request_finished still in its hop
+
+
+def _pooled() -> bool:
+    return bool(connection.settings_dict["OPTIONS"].get("pool"))
+
+
+class QueriesInTwoHops:
+    """A request that queries in one hop and looks at its thread's connection in the next."""
+
+    def __init__(self, first=None) -> None:
+        self.first = first or (lambda: connection.cursor().execute("SELECT 1"))
+        self.held: list[bool] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        await sync_to_async(self.first)()
+        self.held.append(await sync_to_async(lambda: connection.connection is not None)())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_pooled_connection_goes_back_to_the_pool_after_each_hop():
+    app = QueriesInTwoHops()
+    assert await _get(RequestThreads(app)) == 200
+    # PostgreSQL's pool: back after the hop that used it; no pool: kept for the request.
+    assert app.held == [not _pooled()]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_hop_that_leaves_a_transaction_open_keeps_its_connection():
+    opened = []
+
+    def begin() -> None:
+        atomic = transaction.atomic()
+        atomic.__enter__()
+        opened.append(atomic)
+        connection.cursor().execute("SELECT 1")
+
+    app = QueriesInTwoHops(begin)
+    threads = RequestThreads(app)
+    assert await _get(threads) == 200
+    assert app.held == [True]
+    await asyncio.get_running_loop().run_in_executor(
+        threads.idle[0], lambda: opened[0].__exit__(None, None, None)
+    )

@@ -36,6 +36,8 @@ except ImportError:  # another ASGI server than daphne
     pass
 else:
     GONE += (_AutobahnDisconnected,)
+#: At most this many buffered messages of the channel layer handled after one (``dispatch``).
+DRAIN_AT_ONCE = 50
 #: Codes of frames a working page never sends: many of them close the socket.
 BAD_FRAMES = frozenset({"bad_json", "binary_not_supported", "too_large", "unknown_type"})
 
@@ -110,7 +112,25 @@ class _LiveSocket(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels closes old database connections before every message, a hop through the
-        one sync thread per frame (TRAPS.md); the commands that use the database do it."""
+        one sync thread per frame (TRAPS.md); the commands that use the database do it.
+
+        Channels' loop (``await_many_dispatch``) waits for each message in a task of its own:
+        two or three turns of the event loop per message. A staff socket gets every session's
+        events, a hundred a second at a hundred cleanups a second, and on a busy loop it fell
+        seconds behind. So after a message of the channel layer, the messages its pump has
+        buffered for this socket meanwhile are handled at once, in their order (at most
+        ``DRAIN_AT_ONCE``; a command from the browser waits no longer than that)."""
+        await self._handle(message)
+        if message["type"].startswith("websocket."):
+            return
+        take = getattr(self.channel_layer, "receive_nowait", None)  # the Redis layer's
+        for _ in range(DRAIN_AT_ONCE if take is not None else 0):
+            more = take(self.channel_name)
+            if more is None:
+                return
+            await self._handle(more)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

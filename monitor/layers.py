@@ -169,6 +169,20 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
             raise message.error
         return message
 
+    def receive_nowait(self, channel: str) -> dict[str, Any] | None:
+        """The next message of a process's channel if its pump has buffered one, else None:
+        no wait. A consumer that handled one message takes those that came with it this way
+        (``monitor.consumers``) instead of waiting for each in a turn of the event loop."""
+        queue = self.receive_buffer.get(channel)
+        if queue is None or queue.empty():
+            return None
+        message = queue.get_nowait()
+        if queue.empty() and self.receive_buffer.get(channel) is queue:
+            del self.receive_buffer[channel]
+        if isinstance(message, _Failed):
+            raise message.error
+        return message
+
     def _start_pump(self, real_channel: str) -> None:
         pump, loop = self._pumps.get(real_channel), asyncio.get_running_loop()
         if pump is not None and not pump.done():

@@ -410,3 +410,25 @@ async def test_a_socket_gone_leaves_no_buffer(layer):
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert going not in layer.receive_buffer
+
+
+async def test_what_the_pump_buffered_is_taken_without_a_wait_in_its_order(layer):
+    tab = await layer.new_channel()
+    for number in range(5):
+        await layer.send(tab, {"type": "frame", "n": number})
+    first = await _received(layer, tab)  # the pump takes all five in one round trip
+    rest = [layer.receive_nowait(tab) for _ in range(4)]
+    assert [first["n"], *(message["n"] for message in rest)] == list(range(5))
+    assert layer.receive_nowait(tab) is None  # nothing more buffered: no wait, no message
+    assert tab not in layer.receive_buffer  # and no buffer left behind
+
+
+async def test_a_failed_take_buffered_for_a_socket_is_raised_by_the_taking_without_a_wait(
+    layer,
+):
+    from monitor.layers import _Failed
+
+    tab = await layer.new_channel()
+    layer.receive_buffer[tab].put_nowait(_Failed(ConnectionError("away")))
+    with pytest.raises(ConnectionError):
+        layer.receive_nowait(tab)

@@ -627,7 +627,7 @@ async def run_daphne(
 PROFILERS = {
     "yappi": ("bench.live_asgi_profiled:application", "pstat"),
     "pauses": ("bench.live_asgi_pauses:application", "json"),
-    "hopx": ("bench.live_asgi_hopx:application", "json"),
+    "hops": ("bench.live_asgi_hops:application", "json"),
     # A sampling profiler outside the process: the application as shipped, nothing inflated.
     "py-spy": ("ncp_asgi.asgi:application", "txt"),
 }
@@ -774,8 +774,9 @@ def main() -> None:
         "--profiler",
         choices=sorted(PROFILERS),
         default="yappi",
-        help="yappi (pip install yappi; .pstat), pauses (GC and event-loop lag; .json) or"
-        " py-spy (pip install py-spy; sampled collapsed stacks of the GIL's holder; .txt)",
+        help="yappi (pip install yappi; .pstat), pauses (GC and event-loop lag; .json), hops"
+        " (an HTTP request's thread hops, queries and connections; .json) or py-spy (pip"
+        " install py-spy; sampled collapsed stacks of the GIL's holder; .txt)",
     )
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

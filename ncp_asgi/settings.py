@@ -104,7 +104,8 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 # PostgreSQL connections per process (Django's psycopg pool; 0: no pool, one connection per
 # request thread, unbounded): requests wait up to DATABASE_POOL_TIMEOUT s for one, then get
-# a 503. Keep NCP_WORKERS x DATABASE_POOL_MAX_SIZE below the server's max_connections.
+# a 503. An HTTP request holds one only while a hop of its uses it (request_threads.py).
+# Keep NCP_WORKERS x DATABASE_POOL_MAX_SIZE below the server's max_connections.
 DATABASE_POOL_MAX_SIZE = int(env_number("DATABASE_POOL_MAX_SIZE", 20, integer=True))
 DATABASE_POOL_TIMEOUT = env_number("DATABASE_POOL_TIMEOUT", 10.0)
 DATABASES = {

@@ -171,6 +171,7 @@ async def test_another_receiver_of_request_started_brings_django_s_hop_back(hops
     assert called == [app.seen[0][0]]  # Django's dispatch, in the request's thread
 
 
+@pytest.mark.django_db
 async def test_request_started_outside_request_threads_is_django_s(hops):
     await signals.request_started.asend(sender=ASGIHandler, scope={"type": "http"})
     assert hops == ["Signal.asend.<locals>.sync_send"]

@@ -6,8 +6,13 @@
 
 The cleanup runs in this process (``startup_cleanup_patient_sessions``: the patient-data epoch
 is advanced, then stored sessions are swept); if it fails the server does not start unless
-``--ignore-cleanup-errors`` is given. daphne has no workers option: this process binds the
-socket once and starts N ``daphne --fd`` children on it. SIGTERM/SIGINT stop them all.
+``--ignore-cleanup-errors`` is given. daphne has no workers option: this process binds one
+listening socket per child (``SO_REUSEPORT``, on one address) and starts N ``daphne --fd``
+children, each on its own. The kernel spreads new connections evenly over the sockets; with
+one shared socket, the child that woke first accepted a whole burst (up to 100 connections at
+a time), so after a restart or under a burst of clicks one process could carry most of the
+load (``docs/benchmarks.md``, issue #7). SIGTERM/SIGINT stop them all, and so does the death of
+one (no socket is left with nobody accepting on it).
 """
 
 from __future__ import annotations
@@ -132,14 +137,28 @@ def run_cleanup(args: argparse.Namespace, out: TextIO) -> bool:
     return True
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The listening socket the children share (inheritable, so ``--fd`` can adopt it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
+def bind_sockets(host: str, port: int, count: int = 1) -> list[socket.socket]:
+    """``count`` listening sockets on one address, one per child (inheritable, so ``--fd``
+    can adopt it), in one ``SO_REUSEPORT`` group; port 0: the first one's port for all. Where
+    the platform has no ``SO_REUSEPORT``, one socket that every child shares."""
+    spread = count > 1 and hasattr(socket, "SO_REUSEPORT")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count if spread else 1):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if spread:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(1024)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def server_command(fd: int) -> list[str]:
@@ -157,15 +176,18 @@ def server_command(fd: int) -> list[str]:
     return [*command, APPLICATION]
 
 
-def serve(sock: socket.socket, workers: int) -> int:
-    """Run ``workers`` daphne children on ``sock`` until a signal or a child's death.
+def serve(sockets: Sequence[socket.socket], workers: int) -> int:
+    """Run ``workers`` daphne children until a signal or a child's death, each on its own
+    socket of ``sockets`` (:func:`bind_sockets`), or all on the one socket given.
 
     Returns 0 after SIGTERM/SIGINT, 1 when a child ended on its own (the others are stopped).
     """
-    fd = sock.fileno()
-    command = server_command(fd)
     env = {**os.environ, "NCP_WORKERS": str(workers)}
-    children = [subprocess.Popen(command, pass_fds=(fd,), env=env) for _ in range(workers)]  # noqa: S603 - fixed argv
+    fds = [sockets[number % len(sockets)].fileno() for number in range(workers)]
+    children = [
+        subprocess.Popen(server_command(fd), pass_fds=(fd,), env=env)  # noqa: S603 - fixed argv
+        for fd in fds
+    ]
     stopping = []
 
     def stop(signum, frame) -> None:
@@ -179,7 +201,8 @@ def serve(sock: socket.socket, workers: int) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sock.close()
+        for sock in sockets:
+            sock.close()
     return 0 if stopping else 1
 
 
@@ -208,14 +231,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         out.write("The server was not started (--ignore-cleanup-errors starts it anyway).\n")
         return 1
     try:
-        sock = bind_socket(args.bind, args.port)
+        sockets = bind_sockets(args.bind, args.port, args.workers)
     except OSError as exc:
         out.write(f"Cannot listen on {args.bind}:{args.port}: {exc.strerror}.\n")
         return 2
     for line in describe(args):
         out.write(line + "\n")
     out.flush()
-    return serve(sock, args.workers)
+    return serve(sockets, args.workers)
 
 
 if __name__ == "__main__":

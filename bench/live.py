@@ -246,31 +246,30 @@ class Server:
 
 
 def start_daphne(env: dict[str, str], application: str, log: Path, workers: int = 1) -> Server:
-    """``workers`` daphne processes on one listening socket, as ``startup_with_cleanup.py
-    --workers N`` runs them (the parent binds, each child adopts it with ``--fd``)."""
+    """``workers`` daphne processes on one port, as ``startup_with_cleanup.py --workers N``
+    runs them (the parent binds a socket per child, each child adopts its own with ``--fd``)."""
     import socket
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    listener.set_inheritable(True)
-    port = listener.getsockname()[1]
-    fd = listener.fileno()
-    command = [sys.executable, "-m", "daphne", "--fd", str(fd)]
-    # daphne drops a handshake not accepted within 5 s; on a loaded 2-core machine the
-    # queue of handshakes behind the one sync thread can take longer.
-    command += ["--websocket_connect_timeout", "60", application]
+    from startup_with_cleanup import bind_sockets
+
+    listeners = bind_sockets("127.0.0.1", 0, workers)
+    port = listeners[0].getsockname()[1]
     env = {**env, "NCP_WORKERS": str(workers)}
     processes, logs = [], []
     for number in range(workers):
+        fd = listeners[number % len(listeners)].fileno()
+        command = [sys.executable, "-m", "daphne", "--fd", str(fd)]
+        # daphne drops a handshake not accepted within 5 s; on a loaded 2-core machine the
+        # queue of handshakes behind the one sync thread can take longer.
+        command += ["--websocket_connect_timeout", "60", application]
         path = log if workers == 1 else log.with_name(f"{log.stem}-{number}{log.suffix}")
         with path.open("wb") as out:
             processes.append(
                 subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out, pass_fds=(fd,))
             )
         logs.append(path)
-    listener.close()  # the children hold it
+    for listener in listeners:
+        listener.close()  # the children hold them
     deadline = time.monotonic() + 60
     started = [False] * workers
     while not all(started):

@@ -65,7 +65,7 @@ def test_the_served_portal_logs_json_lines_without_query_strings(tmp_path):
     )
     code = (
         "import sys, startup_with_cleanup as s; s.setup_django(); "
-        f"sys.exit(s.serve(s.bind_socket('127.0.0.1', {port}), 1))"
+        f"sys.exit(s.serve(s.bind_sockets('127.0.0.1', {port}), 1))"
     )
     log = tmp_path / "stdout.log"
     with log.open("w") as out:

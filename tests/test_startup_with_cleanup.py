@@ -1,5 +1,5 @@
 """``startup_with_cleanup.py`` (original defect 12): in-process cleanup, then daphne children
-sharing one socket, stopped cleanly by SIGTERM."""
+each on its own socket of one port, stopped cleanly by SIGTERM."""
 
 from __future__ import annotations
 
@@ -30,12 +30,13 @@ IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 @pytest.fixture
 def no_serving(monkeypatch):
-    """Replaces the daphne parent: records the worker count, closes the socket."""
+    """Replaces the daphne parent: records the worker count, closes the sockets."""
     served = []
 
-    def fake_serve(sock, workers):
+    def fake_serve(sockets, workers):
         served.append(workers)
-        sock.close()
+        for sock in sockets:
+            sock.close()
         return 0
 
     monkeypatch.setattr(startup_with_cleanup, "serve", fake_serve)
@@ -114,8 +115,41 @@ def _get(url: str, timeout: float = 20.0) -> tuple[int, str]:
             time.sleep(0.2)
 
 
-def test_two_daphne_workers_share_one_socket_and_stop_on_sigterm(tmp_path):
-    """The fd parent for real: two daphne children, an HTTP request, SIGTERM, clean exit."""
+def test_each_worker_gets_a_socket_of_its_own_on_one_port():
+    sockets = startup_with_cleanup.bind_sockets("127.0.0.1", 0, 3)
+    try:
+        ports = {sock.getsockname()[1] for sock in sockets}
+        assert len(sockets) == 3 and len(ports) == 1  # port 0: the first one's for all
+        for sock in sockets:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            assert sock.get_inheritable()
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_one_worker_gets_one_plain_socket():
+    (sock,) = startup_with_cleanup.bind_sockets("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+    finally:
+        sock.close()
+
+
+def test_a_port_taken_by_another_socket_is_refused_and_nothing_is_left_open():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError):
+            startup_with_cleanup.bind_sockets("127.0.0.1", taken.getsockname()[1], 2)
+    finally:
+        taken.close()
+
+
+def test_two_daphne_workers_share_the_connections_and_stop_on_sigterm(tmp_path):
+    """The fd parent for real: two daphne children, each on its own socket of one port; new
+    connections go to both; SIGTERM, clean exit."""
     port = free_port()
     env = {
         **os.environ,
@@ -126,7 +160,7 @@ def test_two_daphne_workers_share_one_socket_and_stop_on_sigterm(tmp_path):
     env.pop("DATABASE_URL", None)
     code = (
         "import sys, startup_with_cleanup as s; s.setup_django(); "
-        f"sys.exit(s.serve(s.bind_socket('127.0.0.1', {port}), 2))"
+        f"sys.exit(s.serve(s.bind_sockets('127.0.0.1', {port}, 2), 2))"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
@@ -134,6 +168,9 @@ def test_two_daphne_workers_share_one_socket_and_stop_on_sigterm(tmp_path):
         assert (status, body) == (200, "plain")
         children = _children(parent.pid)
         assert len(children) == 2
+        # New connections, each from its own port: the kernel hashes them over both sockets.
+        served = {_get(f"http://127.0.0.1:{port}/_test/pid/")[1] for _ in range(40)}
+        assert served == {str(child) for child in children}
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=20) == 0
         assert not any(Path(f"/proc/{child}").exists() for child in children)

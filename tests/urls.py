@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,11 @@ def sync_store_view(request):
 async def plain_view(request):
     await request.session.aget("anything")
     return HttpResponse("plain")
+
+
+async def pid_view(request):
+    """Which process served the request (startup_with_cleanup's workers)."""
+    return HttpResponse(str(os.getpid()))
 
 
 @patient_data_page
@@ -131,6 +137,7 @@ urlpatterns = [
     path("_test/store/", store_view),
     path("_test/sync-store/", sync_store_view),
     path("_test/plain/", plain_view),
+    path("_test/pid/", pid_view),
     path("_test/marked/", marked_view),
     path("_test/sync-marked/", sync_marked_view),
     path("_test/sync-passive/", sync_passive_view),

@@ -4,8 +4,8 @@
                                    [--redis redis://127.0.0.1:6379/0] [--workers 1]
                                    [--postgres postgres://postgres@127.0.0.1:5432]
 
-One daphne process (``DEBUG=0``; ``--workers N``: N of them on one listening socket, as
-``startup_with_cleanup.py --workers N`` runs them) on 127.0.0.1 serves
+One daphne process (``DEBUG=0``; ``--workers N``: N of them on one port, a listening socket
+each, as ``startup_with_cleanup.py --workers N`` runs them) on 127.0.0.1 serves
 ``ncp_asgi.asgi:application`` with channels-redis on --redis and a recreated PostgreSQL
 database ``ncp_bench_live``. Every widget socket is its own signed-in session holding patient
 data (synthetic); the staff sockets are

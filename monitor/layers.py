@@ -163,11 +163,7 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
             raise
         finally:
             self._waiting -= 1
-        if queue.empty() and self.receive_buffer.get(channel) is queue:
-            del self.receive_buffer[channel]
-        if isinstance(message, _Failed):
-            raise message.error
-        return message
+        return self._taken(channel, queue, message)
 
     def receive_nowait(self, channel: str) -> dict[str, Any] | None:
         """The next message of a process's channel if its pump has buffered one, else None:
@@ -176,7 +172,11 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         queue = self.receive_buffer.get(channel)
         if queue is None or queue.empty():
             return None
-        message = queue.get_nowait()
+        return self._taken(channel, queue, queue.get_nowait())
+
+    def _taken(self, channel: str, queue: asyncio.Queue, message: Any) -> dict[str, Any]:
+        """``message``, just taken off ``channel``'s buffer ``queue``: an emptied buffer is
+        dropped (nothing stays behind for a socket that goes), a failed take raised."""
         if queue.empty() and self.receive_buffer.get(channel) is queue:
             del self.receive_buffer[channel]
         if isinstance(message, _Failed):

@@ -1,6 +1,7 @@
 """The two sockets, wiring the small modules together: ``auth`` (handshake), ``protocol``
 (frames), ``commands`` (what a command does), ``state`` (state frames), ``timers``
-(server-pushed timeouts), ``presence`` (open tabs) and ``fanout`` (bulk batches)."""
+(server-pushed timeouts), ``presence`` (open tabs) and ``fanout`` (bulk batches, and every
+session's events for the staff sockets)."""
 
 from __future__ import annotations
 
@@ -299,10 +300,20 @@ class MonitorConsumer(_LiveSocket):
         forget_loaded_session(self.scope)
         if self.identity is None or not await auth.acan_watch(self.identity.user):
             return await self.close()
-        await self._join(conf.PATIENT_EVENT_GROUP)
+        # Every session's events come through this process's fan-out listener, one message
+        # per process (``fanout``), held back until the snapshot went out, then in order.
+        await fanout.awatch(self)
         await self.accept()
-        fanout.register(self)
         await self.push(await state.asnapshot())
+        await fanout.aready(self)
+
+    async def leave(self) -> None:
+        await fanout.aunwatch(self)
+        await super().leave()
+
+    async def on_monitor_event(self, message: dict[str, Any]) -> None:
+        """One message of the staff monitor's group, handed over by ``fanout``."""
+        await self._handle(message)
 
     async def run(self, command: protocol.Command) -> str:
         return await commands.arun_staff_command(self.identity, command)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import InMemoryChannelLayer, channel_layers
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -102,6 +102,17 @@ class Socket:
             if frame["type"] == kind:
                 return frame
 
+    async def expect_each(self, *kinds: str, timeout: float = 5) -> dict[str, dict[str, Any]]:
+        """The next frame of each type in ``kinds``, in whatever order they come (a staff
+        socket's events come through the process's fan-out, not behind its own replies)."""
+        found: dict[str, dict[str, Any]] = {}
+        while len(found) < len(kinds):
+            frame = await self.next(timeout)
+            assert "closed" not in frame, f"closed ({frame['closed']}) while waiting for {kinds}"
+            if frame["type"] in kinds:
+                found.setdefault(frame["type"], frame)
+        return found
+
     async def closed_with(self, timeout: float = 5) -> int | None:
         """Read frames until the server closes; the close code."""
         while "closed" not in (frame := await self.next(timeout)):
@@ -113,6 +124,15 @@ class Socket:
 
     async def close(self) -> None:
         await self.communicator.disconnect()
+
+
+async def members(group: str) -> set[str]:
+    """The channels the layer (in memory, or on Redis) counts in ``group``."""
+    layer = get_channel_layer()
+    if hasattr(layer, "groups"):
+        return set(layer.groups.get(group, {}))
+    redis = layer.connection(layer.consistent_hash(group))
+    return {member.decode() for member in await redis.zrange(layer._group_key(group), 0, -1)}
 
 
 async def signed_in(user: Any, *, patient_data: bool = True) -> AsyncClient:

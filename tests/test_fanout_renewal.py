@@ -11,6 +11,7 @@ from channels.layers import InMemoryChannelLayer
 
 from monitor import fanout
 from patient_data import events
+from patient_data.conf import conf
 
 
 @pytest.fixture
@@ -44,3 +45,16 @@ async def test_a_layer_that_adds_many_at_once_gets_them_all_in_one_call(sockets)
     assert len(calls) == 1
     assert calls[0][0] == (events.PROCESSES_GROUP, "specific.p!listener")
     assert len(calls[0]) == 1 + sum(len(socket.groups) for socket in sockets)
+
+
+async def test_the_monitor_group_is_renewed_while_the_process_holds_a_staff_socket(
+    sockets, monkeypatch
+):
+    layer = InMemoryChannelLayer()
+    monkeypatch.setattr(fanout, "_watching", True)
+    await fanout._renew(layer, "specific.p!listener")
+    assert set(layer.groups[conf.PATIENT_EVENT_GROUP]) == {"specific.p!listener"}
+    monkeypatch.setattr(fanout, "_watching", False)
+    other = InMemoryChannelLayer()
+    await fanout._renew(other, "specific.p!listener")
+    assert conf.PATIENT_EVENT_GROUP not in other.groups

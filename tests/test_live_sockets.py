@@ -6,7 +6,6 @@ import time
 
 import pytest
 from autobahn.exception import Disconnected
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
@@ -18,6 +17,7 @@ from patient_data.refs import session_ref
 from tests.live_support import (
     SESSION_KEYS,
     Socket,
+    members,
     monitor_socket,
     rewrite,
     scan,
@@ -197,11 +197,12 @@ async def test_staff_end_a_session_and_every_tab_closes(clinician):
     staff = await staff_user()
     monitor = await monitor_socket(await signed_in(staff, patient_data=False))
     await monitor.send({"type": "end_session", "session": session_ref(session_key(client))})
-    assert (await monitor.expect("reply"))["items_cleared"] == 3
+    seen = await monitor.expect_each("reply", "session.ended")
+    assert seen["reply"]["items_cleared"] == 3
     ended = await page.expect("session.ended")
     assert (ended["reason"], ended["source"]) == ("staff_end_session", "staff")
     assert await page.closed_with() == 4001
-    assert (await monitor.expect("session.ended"))["session"] == ended["session"]
+    assert seen["session.ended"]["session"] == ended["session"]
     event = await CleanupEvent.objects.aget()
     assert event.actor_id == staff.pk
     await monitor.close()
@@ -277,15 +278,6 @@ async def test_with_the_channel_layer_down_the_handshake_is_refused_not_failed(c
     assert timers.sockets_of(session_ref(session_key(client))) == set()
 
 
-async def _members(group: str) -> set[str]:
-    """The channels the layer (in memory, or on Redis) counts in ``group``."""
-    layer = get_channel_layer()
-    if hasattr(layer, "groups"):
-        return set(layer.groups.get(group, {}))
-    redis = layer.connection(layer.consistent_hash(group))
-    return {member.decode() for member in await redis.zrange(layer._group_key(group), 0, -1)}
-
-
 async def _send_fails(monkeypatch, error: Exception) -> None:
     async def failing(self, text_data=None, bytes_data=None, close=False):
         raise error
@@ -303,9 +295,9 @@ async def test_a_frame_to_a_page_closed_meanwhile_leaves_its_groups_at_the_close
     client = await signed_in(clinician)
     key = session_key(client)
     groups = (events.session_group(session_ref(key)), conf.PATIENT_EVENT_GROUP)
-    earlier = [await _members(group) for group in groups]  # other tests' monitors on Redis
+    earlier = [await members(group) for group in groups]  # other tests' monitors on Redis
     page, monitor = await session_socket(client), await monitor_socket(staff)
-    joined = [await _members(group) - before for group, before in zip(groups, earlier, strict=True)]
+    joined = [await members(group) - before for group, before in zip(groups, earlier, strict=True)]
     assert all(len(channels) == 1 for channels in joined)
     for socket in (page, monitor):  # what the connects announced
         while not await socket.nothing(0.2):
@@ -315,7 +307,7 @@ async def test_a_frame_to_a_page_closed_meanwhile_leaves_its_groups_at_the_close
     assert await page.nothing(0.3) and await monitor.nothing(0.1)
     await page.close()
     await monitor.close()
-    assert [await _members(group) & mine for group, mine in zip(groups, joined, strict=True)] == [
+    assert [await members(group) & mine for group, mine in zip(groups, joined, strict=True)] == [
         set(),
         set(),
     ]
@@ -327,8 +319,8 @@ async def test_a_socket_ended_by_a_failure_leaves_its_groups(clinician, monkeypa
     key = session_key(client)
     page = await session_socket(client)
     group = events.session_group(session_ref(key))
-    assert await _members(group)
+    assert await members(group)
     await _send_fails(monkeypatch, RuntimeError("the server failed"))
     await events.apublish_activity(key, time.time())
     assert await page.closed_with() == 1011
-    assert await _members(group) == set()
+    assert await members(group) == set()

@@ -22,7 +22,17 @@ connections): a hop of its own, whose only work is done in the request's thread.
 those two are all it has to call, they run at the head of the request's first hop, in that same
 thread, before anything of the request touches a connection; a request that never hops never
 touches one. Any other receiver connected to ``request_started`` (sync or async) brings
-Django's own dispatch back, hop included. ``request_finished`` is left alone.
+Django's own dispatch back, hop included.
+
+Django's handler closes the response in a hop too, after it went out (``request_finished``:
+``close_old_connections``, ``close_caches``, ``reset_urlconf``). Its only business in the
+request's thread is that thread's database connections. So when the thread holds none open
+(a pooled connection went back after its hop, below, or the request never queried) and those
+three are all the receivers, the close runs in the event loop instead: the response's resource
+closers and the receivers, as Django runs them, minus the hop. The other two act on the
+request's context, which is the same in the loop. A thread holding a connection (SQLite's,
+or one kept for ``CONN_MAX_AGE``), any other receiver, or an asgiref whose call does not look
+as expected: the hop, as Django makes it.
 
 A pooled database connection (PostgreSQL with ``OPTIONS["pool"]``) goes back to the pool at the
 end of each hop that leaves no transaction open, not only when the request ends: Django's
@@ -47,8 +57,11 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core import signals
+from django.core.cache import close_caches
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import reset_urlconf
 from django.db import close_old_connections, connections, reset_queries
+from django.http import HttpResponseBase
 
 #: Whether this asgiref lets a context use a given executor (asgiref >= 3.11).
 SUPPORTED = "executor" in inspect.signature(ThreadSensitiveContext.__init__).parameters
@@ -58,6 +71,8 @@ MAX_IDLE = 32
 
 #: ``request_started``'s receivers that only act on the calling thread's database connections.
 THREAD_START_RECEIVERS = frozenset({reset_queries, close_old_connections})
+#: ``request_finished``'s receivers that need the request's thread only for its connections.
+LOOP_FINISH_RECEIVERS = frozenset({close_old_connections, close_caches, reset_urlconf})
 #: The executor of the HTTP request being served (set by :class:`RequestThreads`).
 _executor: contextvars.ContextVar[_RequestExecutor | None] = contextvars.ContextVar(
     "ncp_request_executor", default=None
@@ -72,10 +87,16 @@ class _RequestExecutor(ThreadPoolExecutor):
         self.last: Future | None = None
         #: Calls the request's first hop runs before its own (``request_started``'s).
         self.prelude: list[Callable[[], Any]] = []
+        #: Whether the thread held an open database connection after its last hop.
+        self.holds_connection = False
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
+        close = None if self.holds_connection or args or kwargs else _response_close(fn)
+        if close is not None and _finish_needs_no_thread(close.__self__):
+            self.last = _ran_here(close)
+            return self.last
         prelude, self.prelude = self.prelude, []
-        call = functools.partial(_hop, prelude, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(_hop, self, prelude, functools.partial(fn, *args, **kwargs))
         self.last = super().submit(call)
         return self.last
 
@@ -109,7 +130,9 @@ class RequestThreads:
                 executor.shutdown(wait=False)  # its thread ends after its last call
 
 
-def _hop(prelude: list[Callable[[], Any]], call: Callable[[], Any]) -> Any:
+def _hop(
+    executor: _RequestExecutor, prelude: list[Callable[[], Any]], call: Callable[[], Any]
+) -> Any:
     """One hop of a request, in its thread: ``request_started``'s receivers if it is the first,
     the call, then its pooled connections back to the pool."""
     try:
@@ -118,6 +141,37 @@ def _hop(prelude: list[Callable[[], Any]], call: Callable[[], Any]) -> Any:
         return call()
     finally:
         release_pooled_connections()
+        executor.holds_connection = any(
+            conn.connection is not None for conn in connections.all(initialized_only=True)
+        )
+
+
+def _response_close(fn: Callable[[], Any]) -> Callable[[], Any] | None:
+    """The response's ``close`` if ``fn`` is asgiref's call of it (``sync_to_async(
+    response.close)()``: its thread handler, whose last argument is the call), else None."""
+    call = fn.args[-1] if isinstance(fn, functools.partial) and fn.args else None
+    if not isinstance(call, functools.partial) or call.args or call.keywords:
+        return None
+    method = call.func
+    if getattr(method, "__name__", None) != "close":
+        return None
+    return method if isinstance(getattr(method, "__self__", None), HttpResponseBase) else None
+
+
+def _finish_needs_no_thread(response: HttpResponseBase) -> bool:
+    sender = getattr(response, "_handler_class", None)  # what its close sends as
+    sync_receivers, async_receivers = signals.request_finished._live_receivers(sender)
+    return not async_receivers and LOOP_FINISH_RECEIVERS.issuperset(sync_receivers)
+
+
+def _ran_here(call: Callable[[], Any]) -> Future:
+    """``call`` run now, in the event loop, as a finished future (its result or its error)."""
+    future: Future = Future()
+    try:
+        future.set_result(call())
+    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request, as a hop would
+        future.set_exception(exc)
+    return future
 
 
 def release_pooled_connections() -> None:

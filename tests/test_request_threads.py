@@ -9,12 +9,13 @@ import sys
 import threading
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from channels.testing import HttpCommunicator
 from django.core import signals
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connection, transaction
+from django.http import HttpResponse, HttpResponseBase
 
 from ncp_asgi import asgi, request_threads
 from ncp_asgi.request_threads import RequestThreads
@@ -187,7 +188,7 @@ async def test_a_page_through_django_s_handler_makes_no_request_started_hop(hops
     assert response["status"] == 200
     await communicator.wait(timeout=10)  # the application has returned
     assert "Signal.asend.<locals>.sync_send" not in hops
-    assert "HttpResponseBase.close" in hops  # request_finished still in its hop
+    assert "HttpResponseBase.close" in hops  # Django asks; RequestThreads decides where it runs
 
 
 def _pooled() -> bool:
@@ -233,3 +234,96 @@ async def test_a_hop_that_leaves_a_transaction_open_keeps_its_connection():
     await asyncio.get_running_loop().run_in_executor(
         threads.idle[0], lambda: opened[0].__exit__(None, None, None)
     )
+
+
+class ClosesLikeDjango:
+    """What Django's handler does at the end: the response's close through ``sync_to_async``,
+    after the request's own hops (``first``, if any)."""
+
+    def __init__(self, first=None) -> None:
+        self.first = first
+        self.closed_in: list[int] = []
+        self.connection_after: list[bool] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.first is not None:
+            await sync_to_async(self.first)()
+        response = HttpResponse("ok")
+        response._handler_class = ASGIHandler
+        response._resource_closers.append(lambda: self.closed_in.append(threading.get_ident()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await sync_to_async(response.close)()
+        assert response.closed
+        self.connection_after.append(
+            await sync_to_async(lambda: connection.connection is not None)()
+        )
+
+
+def _query() -> None:
+    connection.cursor().execute("SELECT 1")
+
+
+async def _served(app) -> int:
+    """The status, once the application has returned (after the response's close)."""
+    communicator = HttpCommunicator(app, "GET", "/")
+    status = (await communicator.get_response(timeout=5))["status"]
+    await communicator.wait(timeout=5)
+    return status
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_response_closes_in_the_loop_once_the_thread_holds_no_connection():
+    app = ClosesLikeDjango(_query)
+    threads = RequestThreads(app)
+    assert await _served(threads) == 200
+    in_loop = app.closed_in == [threading.get_ident()]
+    # PostgreSQL's pool: the connection went back after the query's hop, nothing is left for
+    # the close to do in that thread. SQLite (no pool): the thread keeps its connection, and
+    # request_finished closes it there, in a hop as before.
+    assert in_loop == _pooled()
+    if _pooled():
+        assert app.connection_after == [False]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_that_never_queried_closes_in_the_loop_on_any_database():
+    app = ClosesLikeDjango()
+    assert await _served(RequestThreads(app)) == 200
+    assert app.closed_in == [threading.get_ident()]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_another_receiver_of_request_finished_brings_the_close_hop_back():
+    seen: list[int] = []
+
+    def receiver(**kwargs) -> None:
+        seen.append(threading.get_ident())
+
+    signals.request_finished.connect(receiver)
+    try:
+        app = ClosesLikeDjango()
+        assert await _served(RequestThreads(app)) == 200
+    finally:
+        signals.request_finished.disconnect(receiver)
+    assert app.closed_in == seen
+    assert seen[0] != threading.get_ident()  # in the request's thread
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_close_that_fails_in_the_loop_fails_the_request_as_in_a_hop(monkeypatch):
+    ran_in: list[int] = []
+
+    def close(self) -> None:  # named as the method it stands for
+        ran_in.append(threading.get_ident())
+        raise OSError("closing failed")
+
+    monkeypatch.setattr(HttpResponseBase, "close", close)
+    executor = request_threads._RequestExecutor()
+    try:
+        async with ThreadSensitiveContext(executor=executor):
+            with pytest.raises(OSError, match="closing failed"):
+                await sync_to_async(HttpResponse("ok").close)()
+    finally:
+        executor.shutdown(wait=False)
+    assert ran_in == [threading.get_ident()]

@@ -91,14 +91,21 @@ class _RequestExecutor(ThreadPoolExecutor):
         self.holds_connection = False
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        close = None if self.holds_connection or args or kwargs else _response_close(fn)
-        if close is not None and _finish_needs_no_thread(close.__self__):
+        if not args and not kwargs and (close := self.close_in_loop(fn)) is not None:
             self.last = _ran_here(close)
             return self.last
         prelude, self.prelude = self.prelude, []
         call = functools.partial(_hop, self, prelude, functools.partial(fn, *args, **kwargs))
         self.last = super().submit(call)
         return self.last
+
+    def close_in_loop(self, fn: Callable[[], Any]) -> Callable[[], Any] | None:
+        """The response's ``close`` when ``fn`` is Django's call of it and it needs not run
+        in this thread (see the module's docstring), else None."""
+        if self.holds_connection:
+            return None
+        close = _response_close(fn)
+        return close if close is not None and _finish_needs_no_thread(close.__self__) else None
 
     def idle(self) -> bool:
         return self.last is None or self.last.done()

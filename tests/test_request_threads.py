@@ -273,6 +273,25 @@ async def _served(app) -> int:
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_page_through_django_s_handler_closes_its_response_in_the_loop(monkeypatch):
+    closed_in: list[int] = []
+    original = HttpResponseBase.close
+
+    def close(self) -> None:  # named as the method it stands for
+        closed_in.append(threading.get_ident())
+        original(self)
+
+    monkeypatch.setattr(HttpResponseBase, "close", close)
+    app = RequestThreads(get_asgi_application())
+    communicator = HttpCommunicator(
+        app, "GET", "/accounts/login/", headers=[(b"host", b"testserver")]
+    )
+    assert (await communicator.get_response(timeout=10))["status"] == 200
+    await communicator.wait(timeout=10)
+    assert closed_in == [threading.get_ident()]  # the login form queries nothing
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_the_response_closes_in_the_loop_once_the_thread_holds_no_connection():
     app = ClosesLikeDjango(_query)
     threads = RequestThreads(app)
@@ -327,3 +346,42 @@ async def test_a_close_that_fails_in_the_loop_fails_the_request_as_in_a_hop(monk
     finally:
         executor.shutdown(wait=False)
     assert ran_in == [threading.get_ident()]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_steady_patient_page_served_by_daphne_s_stack_hops_once_on_a_pool(
+    patient, monkeypatch, settings
+):
+    """The whole stack as daphne serves it (``RequestThreads`` around Django's handler): the
+    session, user and patient rows in one hop, ``request_started`` at its head, and the
+    response's close in the loop once the pooled connection went back; SQLite's thread keeps
+    its connection, so its close hops."""
+    from django.conf import settings as django_settings
+
+    from tests.conftest import steady_client
+
+    settings.PATIENT_ACTIVITY_WRITE_INTERVAL = 3600  # steady: no activity write due
+    settings.PATIENT_EPOCH_CACHE_SECONDS = 3600
+    client, url = await steady_client(patient)
+    ran: list[str] = []
+    hop = request_threads._hop
+
+    def counted(executor, prelude, call):
+        ran.append("hop")
+        return hop(executor, prelude, call)
+
+    monkeypatch.setattr(request_threads, "_hop", counted)
+    name = django_settings.SESSION_COOKIE_NAME
+    cookie = f"{name}={client.cookies[name].value}"
+    communicator = HttpCommunicator(
+        RequestThreads(get_asgi_application()),
+        "GET",
+        url,
+        headers=[(b"host", b"testserver"), (b"cookie", cookie.encode())],
+    )
+    response = await communicator.get_response(timeout=10)
+    await communicator.wait(timeout=10)
+    assert response["status"] == 200
+    headers = {key.lower(): value for key, value in response["headers"]}
+    assert headers[b"x-patient-data-page"] == b"true"
+    assert len(ran) == (1 if _pooled() else 2)

@@ -131,14 +131,23 @@ async def test_staff_on_one_process_end_a_session_held_on_another(servers, seede
     a, b = servers
     clinician, patient_id = await asyncio.to_thread(_signed_in, a.origin)
     staff, _ = await asyncio.to_thread(_signed_in, b.origin, "staff")
-    async with _open(a, clinician) as page, _open(b, staff, "/ws/monitor/") as monitor:
+    async with (
+        _open(a, clinician) as page,
+        _open(b, staff, "/ws/monitor/") as monitor,
+        _open(a, staff, "/ws/monitor/") as watcher,  # another dashboard, on the page's process
+    ):
         keys = (clinician.cookie("sessionid"), staff.cookie("sessionid"))
         page_frames, monitor_frames = Frames(page, patient_id, *keys), Frames(monitor, *keys)
+        watcher_frames = Frames(watcher, patient_id, *keys)
         ref = (await page_frames.expect("session.state"))["session"]
         snapshot = await monitor_frames.expect("sessions.snapshot")
         [row] = [row for row in snapshot["sessions"] if row["session"] == ref]
         assert (row["user"], row["open_tabs"]) == ("clinician", 1)
+        await watcher_frames.expect("sessions.snapshot")
         await monitor.send(json.dumps({"type": "end_session", "session": ref, "id": 1}))
         assert (await monitor_frames.expect("reply"))["ok"] is True
         assert (await page_frames.expect("session.ended"))["source"] == "staff"
         assert await page_frames.closed_with() == 4001
+        # Made on B, through A's fan-out listener to the dashboard on A.
+        ended = await watcher_frames.expect("session.ended")
+        assert (ended["session"], ended["source"]) == (ref, "staff")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
@@ -21,6 +23,21 @@ from ncp_asgi import asgi, request_threads
 from ncp_asgi.request_threads import RequestThreads
 
 pytestmark = pytest.mark.skipif(not request_threads.SUPPORTED, reason="asgiref too old")
+
+
+@contextlib.contextmanager
+def _receiving(signal) -> Iterator[list[int]]:
+    """Another receiver of ``signal`` for the block: the thread of each of its calls."""
+    threads: list[int] = []
+
+    def receiver(**kwargs) -> None:
+        threads.append(threading.get_ident())
+
+    signal.connect(receiver)
+    try:
+        yield threads
+    finally:
+        signal.disconnect(receiver)
 
 
 class Recorder:
@@ -156,18 +173,10 @@ async def test_request_started_runs_at_the_head_of_the_first_hop_in_the_request_
 
 @pytest.mark.django_db
 async def test_another_receiver_of_request_started_brings_django_s_hop_back(hops):
-    called: list[int] = []
-
-    def receiver(**kwargs) -> None:
-        called.append(threading.get_ident())
-
-    signals.request_started.connect(receiver)
-    try:
+    with _receiving(signals.request_started) as called:
         app = StartedThenHops()
         hops.clear()
         assert await _get(RequestThreads(app)) == 200
-    finally:
-        signals.request_started.disconnect(receiver)
     assert hops == ["Signal.asend.<locals>.sync_send", "_thread_and_log"]
     assert called == [app.seen[0][0]]  # Django's dispatch, in the request's thread
 
@@ -314,17 +323,9 @@ async def test_a_request_that_never_queried_closes_in_the_loop_on_any_database()
 
 @pytest.mark.django_db(transaction=True)
 async def test_another_receiver_of_request_finished_brings_the_close_hop_back():
-    seen: list[int] = []
-
-    def receiver(**kwargs) -> None:
-        seen.append(threading.get_ident())
-
-    signals.request_finished.connect(receiver)
-    try:
+    with _receiving(signals.request_finished) as seen:
         app = ClosesLikeDjango()
         assert await _served(RequestThreads(app)) == 200
-    finally:
-        signals.request_finished.disconnect(receiver)
     assert app.closed_in == seen
     assert seen[0] != threading.get_ident()  # in the request's thread
 
